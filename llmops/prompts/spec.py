@@ -1,0 +1,225 @@
+"""The prompt spec: one YAML file in a workspace's `prompts/` folder, validated by pydantic.
+
+    name: qa
+    description: Answer a question from the handbook.
+    messages:                      # or `template: |` for a plain text prompt
+      - role: system
+        content: You answer briefly.
+      - role: user
+        content: "{{ question }}"
+    variables:
+      question: str                # shorthand for {type: str}
+      style: {type: str, description: tone of voice, default: plain}
+    model_params: {temperature: 0.2, max_tokens: 128}
+    tags: [qa]
+
+Why `extra="forbid"` everywhere: a typo (`tempreature`) must be an error at push, not a silently
+ignored field. The canonical form (`canonical_spec`) drops defaults so that two spellings of the
+same prompt (`question: str` or `question: {type: str}`) get the same digest, and an unchanged file
+never creates a new version.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
+
+from llmops.errors import SpecError
+from llmops.prompts.source import SourceMap, load_yaml, load_yaml_file, spec_error_from_validation
+
+__all__ = [
+    "NAME_PATTERN",
+    "VARIABLE_TYPES",
+    "Message",
+    "ModelParams",
+    "PromptSpec",
+    "VariableSpec",
+    "canonical_spec",
+    "load_prompt_spec",
+    "parse_prompt_spec",
+]
+
+#: Names of prompts and chains: what goes between `prompt/` and `@` in a ref.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+#: Declared variable type -> the Python types a value may have. `float` accepts ints; `bool` is
+#: never accepted for `int`/`float` (checked in template.py, since bool subclasses int).
+VARIABLE_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (float, int),
+    "bool": (bool,),
+    "list": (list, tuple),
+    "dict": (dict,),
+}
+
+# Words Jinja2 reads as literals or operators: a variable named like this can never be referenced.
+_JINJA_WORDS = {"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is",
+                "if", "else", "elif", "endif", "for", "endfor", "loop", "self", "super", "caller",
+                "varargs", "kwargs"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def value_matches(type_name: str, value: Any) -> bool:
+    """Whether `value` has the declared variable type (bool is not an int here)."""
+    if isinstance(value, bool) and type_name in ("int", "float"):
+        return False
+    return isinstance(value, VARIABLE_TYPES[type_name])
+
+
+class VariableSpec(_Strict):
+    """One template variable: its type, what it is for, and an optional default."""
+
+    type: Literal["str", "int", "float", "bool", "list", "dict"] = Field(
+        "str", description="Python type the value must have at render time.")
+    description: str = Field("", description="What the variable holds; shown by `prompts show`.")
+    default: Any = Field(None, description="Value used when render() is not given this variable; "
+                                           "absent means the variable is required.")
+
+    @property
+    def required(self) -> bool:
+        """A variable without a `default:` key must be passed to render()."""
+        return "default" not in self.model_fields_set
+
+    @model_validator(mode="after")
+    def _default_has_type(self) -> VariableSpec:
+        if not self.required and self.default is not None and not value_matches(self.type, self.default):
+            raise ValueError(f"default {self.default!r} is not a {self.type}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _keep_explicit_default(self, handler: Any) -> dict[str, Any]:
+        # `default: null` is meaningful (optional variable), so it survives exclude_defaults.
+        data = handler(self)
+        if not self.required and "default" not in data:
+            data["default"] = self.default
+        return data
+
+
+class Message(_Strict):
+    """One chat message template."""
+
+    role: Literal["system", "user", "assistant"] = Field(description="Who speaks.")
+    content: str = Field(description="Jinja2 template of the message text.")
+
+
+class ModelParams(_Strict):
+    """Generation parameters that travel with the prompt (a chain's generate step may override)."""
+
+    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature; 0 is greedy.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int | None = Field(None, ge=0, description="Sample from the k most likely tokens.")
+    max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
+    stop: list[str] | None = Field(None, description="Strings that end generation.")
+    seed: int | None = Field(None, description="Random seed, for repeatable sampling.")
+    repetition_penalty: float | None = Field(None, gt=0, description="Penalty > 1 discourages repeats.")
+    presence_penalty: float | None = Field(None, ge=-2, le=2, description="OpenAI-style presence penalty.")
+    frequency_penalty: float | None = Field(None, ge=-2, le=2, description="OpenAI-style frequency penalty.")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def as_dict(self) -> dict[str, Any]:
+        """Only the parameters that were set."""
+        return self.model_dump(exclude_none=True)
+
+
+class PromptSpec(_Strict):
+    """A prompt file: a text `template` or chat `messages`, its variables and model params."""
+
+    kind: Literal["prompt"] = Field("prompt", description="Always `prompt` (chains say `kind: chain`).")
+    name: str = Field(pattern=NAME_PATTERN, description="Registry name: `prompt/<name>@<version>`.")
+    description: str = Field("", description="One line on what the prompt is for.")
+    template: str | None = Field(None, description="Jinja2 template of a text prompt.")
+    messages: list[Message] | None = Field(None, description="Jinja2 templates of a chat prompt.")
+    variables: dict[str, VariableSpec] = Field(default_factory=dict,
+                                               description="Every variable the templates use.")
+    model_params: ModelParams = Field(default_factory=ModelParams,
+                                      description="Generation parameters (temperature, max_tokens, stop, ...).")
+    tags: list[str] = Field(default_factory=list, description="Free labels for search and grouping.")
+
+    @field_validator("variables", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        # `question: str` is short for `question: {type: str}`; `question:` alone means str.
+        if isinstance(value, dict):
+            return {k: ({"type": v} if isinstance(v, str) else ({} if v is None else v))
+                    for k, v in value.items()}
+        return value
+
+    @field_validator("variables")
+    @classmethod
+    def _names(cls, value: dict[str, VariableSpec]) -> dict[str, VariableSpec]:
+        for name in value:
+            if not name.isidentifier() or name in _JINJA_WORDS:
+                raise ValueError(f"variable name '{name}' cannot be used in a template: "
+                                 "use letters, digits and underscores, not a Jinja2 keyword")
+        return value
+
+    @model_validator(mode="after")
+    def _one_body(self) -> PromptSpec:
+        if (self.template is None) == (self.messages is None):
+            raise ValueError("give exactly one of `template` (text) or `messages` (chat)")
+        if self.messages is not None and not self.messages:
+            raise ValueError("`messages` is empty: add at least one {role, content}")
+        return self
+
+    @property
+    def is_chat(self) -> bool:
+        return self.messages is not None
+
+    def sources(self) -> list[tuple[tuple[Any, ...], str]]:
+        """Every template source with its field path: `[(("template",), text)]` or one per message."""
+        if self.template is not None:
+            return [(("template",), self.template)]
+        return [(("messages", i, "content"), m.content) for i, m in enumerate(self.messages or [])]
+
+
+def canonical_spec(spec: BaseModel) -> dict[str, Any]:
+    """The JSON-ready dict the registry digests: defaults dropped, so spelling does not matter."""
+    return spec.model_dump(mode="json", exclude_defaults=True)
+
+
+def _known_fields(*models: type[BaseModel]) -> set[str]:
+    return {name for model in models for name in model.model_fields}
+
+
+PROMPT_FIELDS = _known_fields(PromptSpec, VariableSpec, Message, ModelParams)
+
+
+def parse_prompt_spec(data: dict[str, Any], where: SourceMap | None = None) -> PromptSpec:
+    """Validate loaded YAML data as a PromptSpec; errors name file, field and line."""
+    where = where or SourceMap(None)
+    try:
+        return PromptSpec.model_validate(data)
+    except ValidationError as exc:
+        raise spec_error_from_validation(exc, where, PROMPT_FIELDS, ("template", "content")) from exc
+
+
+def load_prompt_spec(source: str | Path, *, text: str | None = None) -> tuple[PromptSpec, SourceMap]:
+    """Load a prompt YAML file (or `text` named `source`) into a PromptSpec and its SourceMap."""
+    if text is not None:
+        data, where = load_yaml(text, str(source))
+    else:
+        data, where = load_yaml_file(source)
+    if data.get("kind", "prompt") != "prompt":
+        raise where.error(("kind",), f"expected kind: prompt, got {data.get('kind')!r}")
+    return parse_prompt_spec(data, where), where
+
+
+def ensure_spec(value: Any) -> PromptSpec:
+    """A PromptSpec from a spec or a dict (as stored in the registry)."""
+    if isinstance(value, PromptSpec):
+        return value
+    try:
+        return PromptSpec.model_validate(value)
+    except ValidationError as exc:
+        raise SpecError(f"stored prompt spec is invalid: {exc.errors(include_url=False)[0]['msg']}") from exc

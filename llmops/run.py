@@ -1,0 +1,168 @@
+"""The handle of a run in progress: buffers what it logs and writes it in batches.
+
+One INSERT per metric is what makes per-call tracking slow; a run instead keeps params, metrics, tags
+and lineage edges in memory and flushes them in one transaction when the buffer fills, every couple
+of seconds from a heartbeat thread, and on exit. The heartbeat also tells readers the process is alive.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from numbers import Real
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from llmops.artifacts import check_name
+from llmops.errors import InvalidValue, ParamConflict
+from llmops.store import runs as run_store
+
+if TYPE_CHECKING:
+    from llmops.store.registry import AssetVersion
+    from llmops.workspace import Workspace
+
+FLUSH_EVERY_ROWS = 2000
+FLUSH_EVERY_SECONDS = 2.0
+
+
+def _param_text(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+class Run:
+    """Log params (write-once), metrics (time series), tags, artifacts and lineage edges of one run."""
+
+    def __init__(self, ws: "Workspace", run_id: str, name: str, kind: str, parent_id: str | None):
+        self.id, self.name, self.kind, self.parent_id = run_id, name, kind, parent_id
+        self._ws = ws
+        self._lock = threading.RLock()
+        self._params: dict[str, str] = {}
+        self._pending_params: list[tuple[str, str]] = []
+        self._pending_metrics: list[tuple[str, float, int, float]] = []
+        self._pending_tags: dict[str, str] = {}
+        self._pending_edges: list[tuple[str, str, str]] = []
+        self._steps: dict[str, int] = {}
+        self._last_flush = time.monotonic()
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} {self.kind}:{self.name}>"
+
+    # logging -------------------------------------------------------------------
+    def log_param(self, key: str, value) -> None:
+        self.log_params({key: value})
+
+    def log_params(self, params: dict) -> None:
+        """Params are write-once: the same value again is fine, a different one raises ParamConflict."""
+        with self._lock:
+            fresh = []
+            for key, value in params.items():
+                text = _param_text(value)
+                old = self._params.get(key)
+                if old is not None and old != text:
+                    raise ParamConflict(
+                        f"param {key!r} of run {self.id} is already {old!r}; params are write-once, "
+                        f"so {text!r} was not stored (log it as a metric or a tag if it changes)")
+                if old is None:
+                    fresh.append((key, text))
+            for key, text in fresh:
+                self._params[key] = text
+            self._pending_params.extend(fresh)
+        self._maybe_flush()
+
+    def log_metric(self, key: str, value: float, step: int | None = None) -> None:
+        self.log_metrics({key: value}, step=step)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Append one point per key; without `step`, each key counts its own steps 0, 1, 2, …"""
+        now = time.time()
+        with self._lock:
+            for key, value in metrics.items():
+                if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(float(value)):
+                    raise InvalidValue(f"metric {key!r} must be a number, got {value!r}")
+                s = step if step is not None else self._steps.get(key, -1) + 1
+                self._steps[key] = max(s, self._steps.get(key, -1))
+                self._pending_metrics.append((key, float(value), int(s), now))
+        self._maybe_flush()
+
+    def set_tag(self, key: str, value) -> None:
+        self.set_tags({key: value})
+
+    def set_tags(self, tags: dict) -> None:
+        with self._lock:
+            self._pending_tags.update({k: _param_text(v) for k, v in tags.items()})
+        self._maybe_flush()
+
+    def log_artifact(self, data: bytes | str | Path, name: str | None = None) -> str:
+        """Store a file or bytes as an artifact of this run; returns its digest."""
+        if name is None:
+            if isinstance(data, bytes):
+                raise InvalidValue("log_artifact(bytes) needs name=, e.g. name='report.json'")
+            name = Path(data).name
+        check_name(name)
+        digest = self._ws.artifacts.put(data)
+        size = len(data) if isinstance(data, bytes) else Path(data).stat().st_size
+        run_store.add_artifact(self._ws.engine, self.id, name, digest, size)
+        return digest
+
+    def record_used(self, av: "AssetVersion") -> None:
+        with self._lock:
+            self._pending_edges.append((self.id, "used", av.ref))
+
+    def record_produced(self, av: "AssetVersion") -> None:
+        with self._lock:
+            self._pending_edges.append((self.id, "produced", av.ref))
+
+    # flushing ------------------------------------------------------------------
+    def _maybe_flush(self) -> None:
+        size = len(self._pending_metrics) + len(self._pending_params)
+        if size >= FLUSH_EVERY_ROWS or time.monotonic() - self._last_flush >= FLUSH_EVERY_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write everything buffered, in one transaction; also refreshes the heartbeat."""
+        with self._lock:
+            params, metrics = self._pending_params, self._pending_metrics
+            tags, edges = self._pending_tags, self._pending_edges
+            self._pending_params, self._pending_metrics, self._pending_tags, self._pending_edges = [], [], {}, []
+            try:
+                run_store.flush(self._ws.engine, self.id, params=params, metrics=metrics, tags=tags,
+                                edges=edges, heartbeat=time.time())
+            except ParamConflict:
+                raise
+            except BaseException:
+                # keep the batch so a later flush can still write it
+                self._pending_params = params + self._pending_params
+                self._pending_metrics = metrics + self._pending_metrics
+                self._pending_tags = {**tags, **self._pending_tags}
+                self._pending_edges = edges + self._pending_edges
+                raise
+            self._last_flush = time.monotonic()
+
+    def _beat(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.flush()
+            except Exception:  # a transient store error must not kill the heartbeat
+                continue
+
+    def _start(self, heartbeat_interval: float) -> None:
+        self._heartbeat = threading.Thread(target=self._beat, args=(heartbeat_interval,),
+                                           name=f"llmops-heartbeat-{self.id[:8]}", daemon=True)
+        self._heartbeat.start()
+
+    def _end(self, status: str, error: str | None) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
+        try:
+            self.flush()
+        finally:
+            run_store.finish(self._ws.engine, self.id, status=status, error=error, now=time.time())

@@ -1,0 +1,154 @@
+"""The Workspace: one folder (or store URL) holding the store, the artifacts and the registries.
+
+`Workspace(".")` opens (and on first use creates) `.llmops/` with a SQLite store and a blob folder;
+`store_url=` or `LLMOPS_STORE_URL` points the store at PostgreSQL instead, for a team.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import traceback
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from llmops.artifacts import ArtifactStore
+from llmops.errors import ConfigError
+from llmops.run import Run
+from llmops.store import lineage as lineage_store
+from llmops.store import migrate
+from llmops.store import runs as run_store
+from llmops.store.engine import default_url, make_engine
+from llmops.store.registry import Registry, who
+
+HEARTBEAT_INTERVAL = 5.0
+LOST_AFTER = 60.0
+
+
+def new_run_id() -> str:
+    """Time-ordered, 32 hex characters: 12 of milliseconds, 20 random."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
+
+
+class Workspace:
+    """Store + artifacts + registries, rooted at one folder."""
+
+    def __init__(self, path: str | os.PathLike = ".", store_url: str | None = None, *,
+                 heartbeat_interval: float = HEARTBEAT_INTERVAL, lost_after: float = LOST_AFTER):
+        root = Path(path).expanduser().resolve()
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"workspace {root} is a file; point --workspace at a folder")
+        home = root / ".llmops"
+        url = store_url or default_url(home)
+        engine = make_engine(url)  # validates the URL before anything is created
+        home.mkdir(parents=True, exist_ok=True)
+        try:
+            migrate.upgrade(engine)
+        except (OperationalError, DBAPIError) as exc:
+            engine.dispose()
+            raise ConfigError(f"cannot open the store at {engine.url.render_as_string(hide_password=True)}: "
+                              f"{exc.orig or exc}; check LLMOPS_STORE_URL and that the database is running") from None
+        self.root, self.home, self.engine = root, home, engine
+        self.heartbeat_interval, self.lost_after = heartbeat_interval, lost_after
+        self.artifacts = ArtifactStore(home / "artifacts")
+        self._active: ContextVar[Run | None] = ContextVar(f"llmops-active-run-{id(self)}", default=None)
+        self._live: dict[str, Run] = {}
+        self.registry = Registry(engine, self.artifacts, self.active_run)
+
+    def __repr__(self) -> str:
+        return f"<Workspace {self.root} store={self.engine.url.render_as_string(hide_password=True)}>"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # runs ------------------------------------------------------------------------
+    def active_run(self) -> Run | None:
+        return self._active.get()
+
+    @contextmanager
+    def start_run(self, name: str, kind: str = "custom", *, tags: dict | None = None) -> Iterator[Run]:
+        """Open a run; an exception inside marks it `failed` (with the error) and re-raises.
+
+        A run started inside another records it as parent.
+        """
+        parent = self._active.get()
+        run = Run(self, new_run_id(), name, kind, parent.id if parent else None)
+        run_store.create(self.engine, run_id=run.id, name=name, kind=kind, parent_id=run.parent_id,
+                         user=who(), now=time.time())
+        if tags:
+            run.set_tags(tags)
+        token = self._active.set(run)
+        self._live[run.id] = run
+        run._start(self.heartbeat_interval)
+        try:
+            yield run
+        except BaseException as exc:
+            status = "killed" if isinstance(exc, KeyboardInterrupt) else "failed"
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            run._end(status, detail)
+            raise
+        else:
+            run._end("finished", None)
+        finally:
+            self._active.reset(token)
+            self._live.pop(run.id, None)
+
+    def _flush_live(self) -> None:
+        for run in list(self._live.values()):
+            run.flush()
+
+    def get_run(self, run_id: str) -> run_store.RunInfo:
+        self._flush_live()
+        return run_store.get(self.engine, run_id, self.lost_after, time.time())
+
+    def search_runs(self, filter: str | None = None, order_by: str | list[str] | None = None,
+                    limit: int | None = None) -> list[run_store.RunInfo]:
+        """Runs matching `filter` (see llmops.store.search for the grammar), newest first by default."""
+        self._flush_live()
+        return run_store.search_runs(self.engine, filter, order_by, limit, self.lost_after, time.time())
+
+    # lineage ---------------------------------------------------------------------
+    def lineage(self, node: str, depth: int | None = None) -> lineage_store.LineageGraph:
+        """Walk lineage edges up and down from a run id or an asset ref (`kind/name@N` or `@alias`)."""
+        self._flush_live()
+        if lineage_store.is_ref(node) or "/" in node:
+            root = self.registry.get(node, record=False).ref
+        else:
+            root = self.get_run(node).id
+        graph = lineage_store.walk(self.engine, root, depth=depth)
+        for n in graph.nodes:
+            if lineage_store.is_ref(n):
+                av = self.registry.get(n, record=False)
+                graph.nodes[n] = {"type": "version", "digest": av.digest, "created_at": av.created_at.isoformat()}
+        return graph
+
+    # kind-specific registries (imported lazily: they pull heavier dependencies) -----
+    @cached_property
+    def prompts(self):
+        from llmops.prompts.registry import PromptRegistry
+
+        return PromptRegistry(self)
+
+    @cached_property
+    def chains(self):
+        from llmops.chains import ChainRegistry
+
+        return ChainRegistry(self)
+
+    @cached_property
+    def rag(self):
+        from llmops.rag.service import RagService
+
+        return RagService(self)
