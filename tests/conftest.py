@@ -1,0 +1,60 @@
+"""Shared fixtures: a workspace in a temp folder, on SQLite and (for the store suite) on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.pop("LLMOPS_STORE_URL", None)
+
+PG_URL = os.environ.get("LLMOPS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh PostgreSQL schema for one test, dropped afterwards; the URL pins search_path to it."""
+    from sqlalchemy import create_engine, text
+
+    schema = f"llmops_t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # pragma: no cover - only when the server is down
+        pytest.fail(f"PostgreSQL at {PG_URL} is not reachable ({exc}); start it or set LLMOPS_TEST_PG_URL")
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request):
+    """None (the workspace's own SQLite file) or a PostgreSQL URL: the store suite runs on both."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def store_ws(tmp_path, store_url):
+    import llmops
+
+    ws = llmops.Workspace(tmp_path / "ws", store_url=store_url)
+    yield ws
+    ws.close()
+
+
+@pytest.fixture
+def ws(tmp_path):
+    """A SQLite workspace in a temp folder (for suites that are not about the store itself)."""
+    import llmops
+
+    ws = llmops.Workspace(tmp_path / "ws")
+    yield ws
+    ws.close()

@@ -1,0 +1,66 @@
+"""Opening a workspace: migrations on a blank store, bad store URLs that change nothing, the public API."""
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+import llmops
+from llmops.errors import ConfigError
+from llmops.store import migrate
+from llmops.store.schema import Base
+
+
+def test_public_api_is_exactly_this():
+    assert llmops.__all__ == sorted(llmops.__all__)
+    assert llmops.__all__ == ["AssetVersion", "LLMOpsError", "Workspace"]
+
+
+def test_blank_store_is_migrated_to_head_and_matches_models(store_ws):
+    assert migrate.current_revision(store_ws.engine) == migrate.head_revision()
+    with store_ws.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+    cols = {c["name"] for c in inspect(store_ws.engine).get_columns("runs")}
+    assert cols == {"id", "name", "kind", "status", "parent_id", "started_at", "ended_at", "heartbeat_at",
+                    "user", "host", "pid", "error"}
+
+
+def test_reopen_keeps_data(tmp_path, store_url):
+    ws = llmops.Workspace(tmp_path / "w", store_url=store_url)
+    v = ws.registry.push("prompt", "qa", {"t": 1})
+    ws.close()
+    ws2 = llmops.Workspace(tmp_path / "w", store_url=store_url)
+    assert ws2.registry.get("prompt/qa@1") == v
+    ws2.close()
+
+
+def test_sqlite_store_is_in_wal_mode(ws):
+    with ws.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+@pytest.mark.parametrize("url, message", [
+    ("not a url", "is not a database URL"),
+    ("redis://localhost:6379/0", "names backend 'redis'"),
+    ("mysql+pymysql://root@127.0.0.1/test", "names backend 'mysql'"),
+    ("http://example.invalid/store", "names backend 'http'"),
+])
+def test_non_database_store_url_is_refused_and_writes_nothing(tmp_path, monkeypatch, url, message):
+    target = tmp_path / "w"
+    monkeypatch.setenv("LLMOPS_STORE_URL", url)
+    with pytest.raises(ConfigError, match=message):
+        llmops.Workspace(target)
+    assert not target.exists()
+
+
+def test_unreachable_postgres_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot open the store"):
+        llmops.Workspace(tmp_path / "w", store_url="postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_workspace_path_that_is_a_file(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        llmops.Workspace(f)
