@@ -24,8 +24,11 @@ quickstart: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Benchmark-only tools (MLflow, LangChain community) live in their own venv so their pins never touch ours.
 bench: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install --quiet mlflow
+	$(BIN)/pip install --quiet langchain-community langchain-huggingface
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-bench
