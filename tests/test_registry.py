@@ -136,3 +136,15 @@ def test_runs_record_used_and_produced(store_ws):
     assert used == base
     up = store_ws.lineage("adapter/a@1").upstream
     assert (run.id, "produced", "adapter/a@1") in up and (run.id, "used", "model/m@1") in up
+
+
+def test_push_many_is_all_or_nothing(store_ws):
+    from llmops.store.registry import PushItem
+
+    reg = store_ws.registry
+    reg.push("prompt", "a", {"v": 1})
+    with pytest.raises(AssetNotFound, match="cannot fork"):
+        reg.push_many([PushItem("prompt", "a", {"v": 2}), PushItem("prompt", "b", {"v": 1}, parent=5)])
+    assert [v.ref for v in reg.list()] == ["prompt/a@1"]  # the first item was rolled back too
+    out = reg.push_many([PushItem("prompt", "a", {"v": 2}), PushItem("prompt", "b", {"v": 1})])
+    assert [v.ref for v in out] == ["prompt/a@2", "prompt/b@1"]

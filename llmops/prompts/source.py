@@ -22,7 +22,7 @@ import yaml
 
 from llmops.errors import SpecError
 
-__all__ = ["SourceMap", "format_loc", "load_yaml", "load_yaml_file", "spec_error_from_validation"]
+__all__ = ["SourceMap", "format_loc", "load_yaml", "load_yaml_file", "spec_error_from_validation", "suggest"]
 
 Loc = tuple[Any, ...]
 
@@ -88,8 +88,12 @@ def load_yaml(text: str, file: str | None = None) -> tuple[dict[str, Any], Sourc
         problem = exc.problem or exc.context or "could not parse"
         if exc.context and exc.problem:
             problem = f"{exc.problem} {exc.context}"
-        raise SpecError(f"malformed YAML: {problem}", file=file, line=line,
-                        fix="check indentation and quote text that contains ':', '{' or '#'") from exc
+        if exc.context_mark is not None and mark is not None and exc.context_mark.line != mark.line:
+            problem += f" started on line {exc.context_mark.line + 1}"
+        fix = "check indentation and quote text that contains ':', '{' or '#'"
+        if "unhashable" in problem:
+            fix = 'quote text that starts with {{, e.g. template: "{{ question }}", or use a block scalar (|)'
+        raise SpecError(f"malformed YAML: {problem}", file=file, line=line, fix=fix) from exc
     except yaml.YAMLError as exc:
         raise SpecError(f"malformed YAML: {exc}", file=file) from exc
     finally:
@@ -138,26 +142,28 @@ def _walk(node: yaml.Node, loc: Loc, where: SourceMap) -> None:
         where.values[loc] = (node.start_mark.line + 1, node.style)
 
 
-def spec_error_from_validation(exc: Any, where: SourceMap, known_fields: Iterable[str] = (),
+def spec_error_from_validation(exc: Any, where: SourceMap, model: Any,
                                text_fields: Iterable[str] = ()) -> SpecError:
-    """Turn the first error of a pydantic ValidationError into a SpecError with file and line.
+    """Turn the first error of a pydantic ValidationError on `model` into a SpecError with file and line.
 
-    `known_fields` feeds "did you mean" for unknown keys; `text_fields` are fields where YAML
-    often mis-parses unquoted Jinja (`{{ x }}` reads as a mapping), so the fix says to quote.
+    An unknown key gets "did you mean" from the fields allowed at that place; `text_fields` are
+    fields where YAML often mis-parses unquoted Jinja, so the fix says to quote.
     """
+    known_fields = _all_fields(model)
     errors = exc.errors(include_url=False)
     first = errors[0]
-    loc = _yaml_loc(first["loc"], where)
+    loc = _yaml_loc(first["loc"], where, known_fields)
     kind = first["type"]
     message = first["msg"]
     fix = None
     if kind == "missing":
         message = "required field is missing"
-        fix = f"add `{loc[-1]}:`" if loc else None
+        fix = f"add `{first['loc'][-1]}:`" if first["loc"] else None
     elif kind == "extra_forbidden":
         message = f"unknown field '{loc[-1]}'"
-        close = difflib.get_close_matches(str(loc[-1]), sorted(set(known_fields)), n=1)
-        fix = f"did you mean '{close[0]}'?" if close else "remove it"
+        allowed = sorted(_fields_at(model, first["loc"][:-1]) or known_fields)
+        close = suggest(str(loc[-1]), allowed)
+        fix = f"did you mean '{close}'?" if close else f"allowed: {', '.join(allowed)}"
     elif message.startswith("Value error, "):
         message = message[len("Value error, "):]
     elif kind in ("string_type",) and loc and loc[-1] in set(text_fields):
@@ -167,12 +173,88 @@ def spec_error_from_validation(exc: Any, where: SourceMap, known_fields: Iterabl
     return where.error(loc, message, fix=fix)
 
 
-def _yaml_loc(loc: Sequence[Any], where: SourceMap) -> Loc:
-    """Drop pydantic's union-tag parts of `loc` that do not exist in the YAML."""
+def suggest(word: str, options: Iterable[str]) -> str | None:
+    """The option `word` was most likely meant to be: a close spelling or a prefix, else None.
+
+    >>> suggest("temp", ["max_tokens", "temperature"])
+    'temperature'
+    """
+    options = list(options)
+    close = difflib.get_close_matches(word, options, n=1)
+    if close:
+        return close[0]
+    prefixed = [o for o in options if len(word) >= 3 and (o.startswith(word) or word.startswith(o))]
+    return prefixed[0] if len(prefixed) == 1 else None
+
+
+def _yaml_loc(loc: Sequence[Any], where: SourceMap, known_fields: set[str]) -> Loc:
+    """Drop pydantic's union-tag parts of `loc` that are not in the YAML (a missing field stays)."""
     out: Loc = ()
     for i, part in enumerate(loc):
         candidate = out + (part,)
-        last = i == len(loc) - 1
-        if candidate in where.lines or last:
+        if candidate in where.lines or (i == len(loc) - 1 and part in known_fields):
             out = candidate
     return out
+
+
+def _models_in(annotation: Any) -> list[Any]:
+    """The pydantic model classes an annotation may hold directly (through Optional/Union/Annotated)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _models_in(typing.get_args(annotation)[0])
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    return []
+
+
+def _fields_at(model: Any, loc: Sequence[Any]) -> set[str]:
+    """Field names of the model found by following `loc` from `model` (empty when lost)."""
+    import typing
+
+    current: list[Any] = [model]  # annotations still to descend through
+    for part in loc:
+        nxt: list[Any] = []
+        for ann in current:
+            for m in _models_in(ann):
+                if part in m.model_fields:
+                    nxt.append(m.model_fields[part].annotation)
+                elif "type" in m.model_fields and part in typing.get_args(m.model_fields["type"].annotation):
+                    nxt.append(m)  # a discriminated-union tag names the member
+            origin = typing.get_origin(ann)
+            if origin is typing.Annotated:
+                ann = typing.get_args(ann)[0]
+                origin = typing.get_origin(ann)
+            if origin in (list, tuple) and isinstance(part, int):
+                nxt.append(typing.get_args(ann)[0])
+            elif origin is dict and isinstance(part, str):
+                nxt.append(typing.get_args(ann)[1])
+        current = nxt
+    return {name for ann in current for m in _models_in(ann) for name in m.model_fields}
+
+
+def _all_fields(model: Any) -> set[str]:
+    """Every field name of `model` and of the models nested in it."""
+    import typing
+
+    seen: set[Any] = set()
+    names: set[str] = set()
+
+    def visit(ann: Any) -> None:
+        for m in _models_in(ann):
+            if m in seen:
+                continue
+            seen.add(m)
+            for name, info in m.model_fields.items():
+                names.add(name)
+                visit(info.annotation)
+        for arg in typing.get_args(ann):
+            visit(arg)
+
+    visit(model)
+    return names

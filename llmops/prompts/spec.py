@@ -21,10 +21,11 @@ never creates a new version.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
                       model_validator)
 
 from llmops.errors import SpecError
@@ -66,6 +67,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def article(type_name: str) -> str:
+    """`int` -> `an int`, `str` -> `a str`."""
+    return f"an {type_name}" if type_name[0] in "aeiou" else f"a {type_name}"
+
+
+def check_name(value: str) -> str:
+    """Refuse names the registry cannot use in `kind/name@ref`."""
+    if not isinstance(value, str) or not re.match(NAME_PATTERN, value):
+        raise ValueError(f"name {value!r} may only contain letters, digits, '.', '_' and '-', "
+                         "start with a letter or digit, and be at most 128 characters")
+    return value
+
+
 def value_matches(type_name: str, value: Any) -> bool:
     """Whether `value` has the declared variable type (bool is not an int here)."""
     if isinstance(value, bool) and type_name in ("int", "float"):
@@ -90,7 +104,7 @@ class VariableSpec(_Strict):
     @model_validator(mode="after")
     def _default_has_type(self) -> VariableSpec:
         if not self.required and self.default is not None and not value_matches(self.type, self.default):
-            raise ValueError(f"default {self.default!r} is not a {self.type}")
+            raise ValueError(f"default {self.default!r} is not {article(self.type)}")
         return self
 
     @model_serializer(mode="wrap")
@@ -110,22 +124,29 @@ class Message(_Strict):
 
 
 class ModelParams(_Strict):
-    """Generation parameters that travel with the prompt (a chain's generate step may override)."""
+    """Generation parameters that travel with the prompt (a chain's generate step may override).
+
+    The same names and bounds as the backends' `GenerationParams` (llmops.models.protocol), so a
+    prompt can only ask for what every backend honours; `as_dict()` feeds it directly.
+    """
 
     temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature; 0 is greedy.")
-    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
-    top_k: int | None = Field(None, ge=0, description="Sample from the k most likely tokens.")
-    max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
+    max_tokens: int | None = Field(None, ge=1, le=32768, description="Most tokens to generate.")
     stop: list[str] | None = Field(None, description="Strings that end generation.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass; ignored when greedy.")
     seed: int | None = Field(None, description="Random seed, for repeatable sampling.")
-    repetition_penalty: float | None = Field(None, gt=0, description="Penalty > 1 discourages repeats.")
-    presence_penalty: float | None = Field(None, ge=-2, le=2, description="OpenAI-style presence penalty.")
-    frequency_penalty: float | None = Field(None, ge=-2, le=2, description="OpenAI-style frequency penalty.")
 
     @field_validator("stop", mode="before")
     @classmethod
     def _one_stop(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("stop")
+    @classmethod
+    def _no_empty_stop(cls, value: list[str] | None) -> list[str] | None:
+        if value and any(s == "" for s in value):
+            raise ValueError("an empty stop string would end every generation at once; remove it")
+        return value
 
     def as_dict(self) -> dict[str, Any]:
         """Only the parameters that were set."""
@@ -136,7 +157,7 @@ class PromptSpec(_Strict):
     """A prompt file: a text `template` or chat `messages`, its variables and model params."""
 
     kind: Literal["prompt"] = Field("prompt", description="Always `prompt` (chains say `kind: chain`).")
-    name: str = Field(pattern=NAME_PATTERN, description="Registry name: `prompt/<name>@<version>`.")
+    name: Annotated[str, AfterValidator(check_name)] = Field(description="Registry name: `prompt/<name>@<version>`.")
     description: str = Field("", description="One line on what the prompt is for.")
     template: str | None = Field(None, description="Jinja2 template of a text prompt.")
     messages: list[Message] | None = Field(None, description="Jinja2 templates of a chat prompt.")
@@ -188,20 +209,13 @@ def canonical_spec(spec: BaseModel) -> dict[str, Any]:
     return spec.model_dump(mode="json", exclude_defaults=True)
 
 
-def _known_fields(*models: type[BaseModel]) -> set[str]:
-    return {name for model in models for name in model.model_fields}
-
-
-PROMPT_FIELDS = _known_fields(PromptSpec, VariableSpec, Message, ModelParams)
-
-
 def parse_prompt_spec(data: dict[str, Any], where: SourceMap | None = None) -> PromptSpec:
     """Validate loaded YAML data as a PromptSpec; errors name file, field and line."""
     where = where or SourceMap(None)
     try:
         return PromptSpec.model_validate(data)
     except ValidationError as exc:
-        raise spec_error_from_validation(exc, where, PROMPT_FIELDS, ("template", "content")) from exc
+        raise spec_error_from_validation(exc, where, PromptSpec, ("template", "content")) from exc
 
 
 def load_prompt_spec(source: str | Path, *, text: str | None = None) -> tuple[PromptSpec, SourceMap]:

@@ -65,6 +65,18 @@ class AssetVersion:
 
 
 @dataclass(frozen=True)
+class PushItem:
+    """One version to push: what `Registry.push` takes, for `push_many`."""
+
+    kind: str
+    name: str
+    spec: dict
+    files: dict[str, bytes | Path] | None = None
+    message: str | None = None
+    parent: int | None = None
+
+
+@dataclass(frozen=True)
 class Ref:
     kind: str
     name: str
@@ -122,54 +134,64 @@ class Registry:
 
         `parent` records which version this one was forked from; by default, the latest version.
         """
-        parse_ref(f"{kind}/{name}")
-        try:
-            spec_json = canonical_json(spec)
-        except (TypeError, ValueError) as exc:
-            raise InvalidValue(f"the spec of {kind}/{name} is not JSON-serialisable: {exc}") from None
-        file_digests = {check_name(fname): self._artifacts.put(data) for fname, data in sorted((files or {}).items())}
-        digest = _digest(kind, spec_json, file_digests)
+        return self.push_many([PushItem(kind, name, spec, files, message, parent)])[0]
+
+    def push_many(self, items: "list[PushItem]") -> list[AssetVersion]:
+        """Push several versions in one transaction: all of them land, or none does."""
+        prepared = []
+        for item in items:
+            parse_ref(f"{item.kind}/{item.name}")
+            try:
+                spec_json = canonical_json(item.spec)
+            except (TypeError, ValueError) as exc:
+                raise InvalidValue(f"the spec of {item.kind}/{item.name} is not JSON-serialisable: {exc}") from None
+            # blobs first: they are idempotent, and unreferenced ones are harmless if the transaction fails
+            files = {check_name(f): self._artifacts.put(data) for f, data in sorted((item.files or {}).items())}
+            prepared.append((item, spec_json, files, _digest(item.kind, spec_json, files)))
         run = self._active_run()
         for _attempt in range(5):
             try:
-                av = self._insert(kind, name, digest, spec_json, file_digests, message, parent, run)
+                with write(self._engine) as conn:
+                    out = [self._insert(conn, item.kind, item.name, digest, spec_json, files, item.message,
+                                        item.parent, run) for item, spec_json, files, digest in prepared]
                 break
             except IntegrityError:  # a concurrent writer took the number (PostgreSQL): read again and retry
                 continue
         else:
-            raise RuntimeError(f"could not allocate a version number for {kind}/{name}")
-        self._pinned[(kind, name, av.version)] = av
-        return av
+            raise RuntimeError("could not allocate version numbers after 5 attempts; retry the push")
+        for av in out:
+            self._pinned[(av.kind, av.name, av.version)] = av
+        return out
 
-    def _insert(self, kind, name, digest, spec_json, file_digests, message, parent, run) -> AssetVersion:
+    @staticmethod
+    def _insert(conn, kind, name, digest, spec_json, file_digests, message, parent, run) -> AssetVersion:
         now = time.time()
-        with write(self._engine) as conn:
-            existing = conn.execute(select(AssetVersionRow).where(
-                AssetVersionRow.kind == kind, AssetVersionRow.name == name, AssetVersionRow.digest == digest)).first()
-            if existing is not None:
-                return _version(existing)
-            latest = conn.execute(select(func.max(AssetVersionRow.version)).where(
-                AssetVersionRow.kind == kind, AssetVersionRow.name == name)).scalar()
-            if parent is not None and (latest is None or not 1 <= parent <= latest):
-                raise AssetNotFound(f"cannot fork {kind}/{name}@{parent}: no such version "
-                                    f"(versions are 1..{latest or 0})")
-            parent = parent if parent is not None else latest
-            version = (latest or 0) + 1
-            run_id = getattr(run, "id", None)
-            conn.execute(insert(AssetVersionRow).values(
-                kind=kind, name=name, version=version, digest=digest, spec=spec_json,
-                files=canonical_json(file_digests), message=message, parent=parent,
-                created_at=now, created_by=who(), run_id=run_id))
-            ref = f"{kind}/{name}@{version}"
-            edges = []
-            if parent is not None:
-                edges.append((ref, "derived_from", f"{kind}/{name}@{parent}"))
-            if run_id:
-                edges.append((run_id, "produced", ref))
-            if edges:
-                add_edges(conn, edges, now)
-            row = conn.execute(select(AssetVersionRow).where(
-                AssetVersionRow.kind == kind, AssetVersionRow.name == name, AssetVersionRow.version == version)).one()
+        existing = conn.execute(select(AssetVersionRow).where(
+            AssetVersionRow.kind == kind, AssetVersionRow.name == name, AssetVersionRow.digest == digest)).first()
+        if existing is not None:
+            return _version(existing)
+        latest = conn.execute(select(func.max(AssetVersionRow.version)).where(
+            AssetVersionRow.kind == kind, AssetVersionRow.name == name)).scalar()
+        if parent is not None and (latest is None or not 1 <= parent <= latest):
+            raise AssetNotFound(f"cannot fork {kind}/{name}@{parent}: no such version "
+                                f"(versions are 1..{latest or 0})")
+        parent = parent if parent is not None else latest
+        version = (latest or 0) + 1
+        run_id = getattr(run, "id", None)
+        conn.execute(insert(AssetVersionRow).values(
+            kind=kind, name=name, version=version, digest=digest, spec=spec_json,
+            files=canonical_json(file_digests), message=message, parent=parent,
+            created_at=now, created_by=who(), run_id=run_id))
+        ref = f"{kind}/{name}@{version}"
+        edges = []
+        if parent is not None:
+            edges.append((ref, "derived_from", f"{kind}/{name}@{parent}"))
+        if run_id:
+            edges.append((run_id, "produced", ref))
+        if edges:
+            add_edges(conn, edges, now)
+        row = conn.execute(select(AssetVersionRow).where(
+            AssetVersionRow.kind == kind, AssetVersionRow.name == name, AssetVersionRow.version == version)).one()
         return _version(row)
 
     def set_alias(self, ref: str, alias: str, version: int, reason: str | None = None) -> AssetVersion:

@@ -1,64 +1,19 @@
-"""The `llmops` command: a thin layer over the Python API. Errors print one line and exit 2."""
+"""`llmops runs …`, `llmops assets …` and `llmops lineage`."""
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
 from typing import Optional
 
 import typer
 
-from llmops.errors import LLMOpsError
+from llmops.cli import app, console, echo_json, workspace
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="llmops: versioned prompts, chains, indexes, adapters and evals, linked by one run store.")
 runs_app = typer.Typer(no_args_is_help=True, help="Inspect and search runs.")
 assets_app = typer.Typer(no_args_is_help=True, help="Inspect asset versions and move aliases.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(assets_app, name="assets")
 
-_state: dict = {"workspace": Path(".")}
 
-
-def workspace():
-    from llmops.workspace import Workspace
-
-    return Workspace(_state["workspace"])
-
-
-def echo_json(obj) -> None:
-    typer.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
-
-
-def console():
-    from rich.console import Console
-
-    return Console()
-
-
-@app.callback()
-def _root(workspace_dir: Path = typer.Option(Path("."), "--workspace", "-w", help="Workspace folder.",
-                                             envvar="LLMOPS_HOME")):
-    _state["workspace"] = workspace_dir
-
-
-@app.command()
-def init():
-    """Create `.llmops/` (store and artifacts) in the workspace folder."""
-    ws = workspace()
-    typer.echo(f"workspace ready at {ws.root} (store: {ws.engine.url.render_as_string(hide_password=True)})")
-
-
-@app.command()
-def quickstart(keep: Optional[Path] = typer.Option(None, help="Run in this folder instead of a temporary one.")):
-    """Run the end-to-end tour on the embedded defaults."""
-    from llmops.quickstart import run_quickstart
-
-    run_quickstart(keep)
-
-
-# runs ---------------------------------------------------------------------------
 def _runs_table(runs) -> None:
     from rich.table import Table
 
@@ -119,7 +74,11 @@ def assets_show(ref: str = typer.Argument(..., help="kind/name[@version|@alias]"
 def assets_history(ref: str = typer.Argument(..., help="kind/name"),
                    as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Every version and alias move of one asset."""
-    events = workspace().registry.history(ref)
+    print_history(workspace().registry.history(ref), as_json)
+
+
+def print_history(events: list[dict], as_json: bool) -> None:
+    """Versions (with the version each was derived from) and alias moves, oldest first."""
     if as_json:
         return echo_json(events)
     for e in events:
@@ -148,15 +107,3 @@ def lineage(node: str = typer.Argument(..., help="A run id (or unique prefix) or
 
     graph = workspace().lineage(node, depth=depth)
     echo_json(graph.to_dict()) if as_json else console().print(render_tree(graph))
-
-
-def main() -> None:
-    try:
-        app()
-    except LLMOpsError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

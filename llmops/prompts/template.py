@@ -1,0 +1,186 @@
+"""Strict, sandboxed Jinja2 templates: compiled once per prompt version, checked cheaply per render.
+
+Why the checks happen where they do:
+- at load (push) time, once: syntax, no reach into Python internals (any `_attr`), every variable
+  the template references is declared, every declared variable is used or has a default;
+- at render time, per call: unknown / missing / wrongly-typed variables, in one dict pass, so that
+  rendering stays within a small factor of a bare `jinja2.Template.render`.
+The environment matches LangChain's jinja2 formatter in whitespace handling (Jinja2 defaults), so
+`Prompt.to_langchain()` renders the same text; it adds StrictUndefined and the immutable sandbox.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+from llmops.errors import TemplateError
+from llmops.prompts.source import SourceMap, suggest
+from llmops.prompts.spec import VARIABLE_TYPES, PromptSpec, article, value_matches
+
+__all__ = ["CompiledPrompt", "environment", "referenced_variables"]
+
+
+@functools.cache
+def environment() -> Any:
+    """The one Jinja2 environment every prompt compiles in (configuration only, no user state)."""
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+def referenced_variables(source: str) -> set[str]:
+    """Top-level variables a template reads (loop variables and Jinja2 globals excluded).
+
+    >>> sorted(referenced_variables("{% for d in docs %}{{ d.text }}{% endfor %}{{ question }}"))
+    ['docs', 'question']
+    """
+    from jinja2 import meta
+
+    env = environment()
+    return set(meta.find_undeclared_variables(env.parse(source))) - set(env.globals)
+
+
+def _unsafe_access(ast: Any, source: str) -> tuple[list[str], int] | None:
+    """Attribute/item accesses to `_names` (and any `attr` filter), in source order, with the
+    template line of the first one; None when the template is clean."""
+    from jinja2 import nodes
+
+    found: list[tuple[str, int]] = []
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
+            found.append((node.attr, node.lineno))
+        elif (isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const)
+                and isinstance(node.arg.value, str) and node.arg.value.startswith("_")):
+            found.append((node.arg.value, node.lineno))
+        elif isinstance(node, nodes.Filter) and node.name == "attr":
+            found.append(("|attr", node.lineno))
+    if not found:
+        return None
+    found.sort(key=lambda item: (item[1], source.find(item[0])))
+    return list(dict.fromkeys(name for name, _ in found)), found[0][1]
+
+
+def _line_of(source: str, name: str) -> int:
+    """1-based line of the first use of `name` as a word in `source` (1 if not found)."""
+    import re
+
+    match = re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", source)
+    return source.count("\n", 0, match.start()) + 1 if match else 1
+
+
+class CompiledPrompt:
+    """The compiled templates of one PromptSpec plus precomputed render-time checks.
+
+    `label` names the prompt in render errors (`qa@3`); `where` (load time only) maps template
+    lines back to file lines.
+    """
+
+    __slots__ = ("spec", "label", "_text", "_messages", "_types", "_defaults", "_required", "_n_required")
+
+    def __init__(self, spec: PromptSpec, label: str, where: SourceMap | None = None):
+        from jinja2 import TemplateSyntaxError
+
+        self.spec = spec
+        self.label = label
+        where = where or SourceMap(None)
+        env = environment()
+        used: set[str] = set()
+        compiled = []
+        for loc, source in spec.sources():
+            try:
+                ast = env.parse(source)
+            except TemplateSyntaxError as exc:
+                raise TemplateError(f"prompt {label}: template syntax error: {exc.message}",
+                                    file=where.file, field=_field(loc), line=where.text_line(loc, exc.lineno or 1),
+                                    fix="see https://jinja.palletsprojects.com/templates/") from exc
+            unsafe = _unsafe_access(ast, source)
+            if unsafe is not None:
+                names, lineno = unsafe
+                raise TemplateError(
+                    f"prompt {label}: access to {', '.join(repr(n) for n in names)} is refused: "
+                    "templates may not reach Python internals",
+                    file=where.file, field=_field(loc), line=where.text_line(loc, lineno),
+                    fix="use only the declared variables and their public fields")
+            from jinja2 import meta
+
+            names = set(meta.find_undeclared_variables(ast)) - set(env.globals)
+            for name in sorted(names):
+                if name not in spec.variables:
+                    close = suggest(name, list(spec.variables))
+                    fix = (f"did you mean '{close}'?" if close
+                           else f"declare it under variables: ({name}: str)")
+                    raise TemplateError(f"prompt {label}: template uses undeclared variable '{name}'",
+                                        file=where.file, field=_field(loc),
+                                        line=where.text_line(loc, _line_of(source, name)), fix=fix)
+            used |= names
+            compiled.append((loc, env.from_string(source)))
+        for name, var in spec.variables.items():
+            if name not in used and var.required:
+                raise TemplateError(f"prompt {label}: variable '{name}' is declared but no template uses it",
+                                    file=where.file, field=f"variables.{name}", line=where.line(("variables", name)),
+                                    fix="use it in the template, give it a default, or remove it")
+        if spec.template is not None:
+            self._text = compiled[0][1]
+            self._messages = None
+        else:
+            self._text = None
+            self._messages = tuple((m.role, t) for m, (_, t) in zip(spec.messages or [], compiled))
+        self._types = {name: VARIABLE_TYPES[v.type] for name, v in spec.variables.items()}
+        self._defaults = {name: v.default for name, v in spec.variables.items() if not v.required}
+        self._required = frozenset(name for name, v in spec.variables.items() if v.required)
+        self._n_required = len(self._required)
+
+    def render(self, variables: Mapping[str, Any]) -> str | list[dict[str, str]]:
+        """Render with `variables` checked: text for a template prompt, messages for a chat prompt."""
+        types = self._types
+        given = 0
+        for key, value in variables.items():
+            allowed = types.get(key)
+            if allowed is None:
+                raise self._unknown(key)
+            if type(value) not in allowed and not self._slow_type_ok(key, value):
+                raise self._wrong_type(key, value)
+            if key in self._required:
+                given += 1
+        if given != self._n_required:
+            missing = sorted(self._required - set(variables))
+            raise TemplateError(f"prompt {self.label}: missing variable '{missing[0]}'",
+                                fix=f"pass {missing[0]}=... ({self.spec.variables[missing[0]].type})")
+        if self._defaults and len(variables) != len(types):
+            variables = {**self._defaults, **variables}
+        try:
+            if self._text is not None:
+                return self._text.render(variables)
+            return [{"role": role, "content": t.render(variables)} for role, t in self._messages]
+        except TemplateError:
+            raise
+        except Exception as exc:  # UndefinedError, SecurityError, a failing filter...
+            raise TemplateError(f"prompt {self.label}: render failed: {exc}") from exc
+
+    def _slow_type_ok(self, key: str, value: Any) -> bool:
+        # Subclasses (a str subclass, an int for a float, a tuple for a list) and an explicit None
+        # for a variable whose default is None.
+        var = self.spec.variables[key]
+        if value is None and not var.required and var.default is None:
+            return True
+        return value_matches(var.type, value)
+
+    def _unknown(self, key: str) -> TemplateError:
+        close = suggest(key, list(self._types))
+        declared = ", ".join(self._types) or "none"
+        fix = f"did you mean '{close}'? declared: {declared}" if close else f"declared: {declared}"
+        return TemplateError(f"prompt {self.label}: unknown variable '{key}'", fix=fix)
+
+    def _wrong_type(self, key: str, value: Any) -> TemplateError:
+        want = self.spec.variables[key].type
+        return TemplateError(f"prompt {self.label}: variable '{key}' must be {want}, got {type(value).__name__}",
+                             fix=f"pass {article(want)}")
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    from llmops.prompts.source import format_loc
+
+    return format_loc(loc)
