@@ -54,6 +54,9 @@ class AssetVersion:
     parent: int | None
     created_by: str = ""
 
+    def __hash__(self) -> int:  # spec and files are dicts; identity is the ref and its digest
+        return hash((self.kind, self.name, self.version, self.digest))
+
     @property
     def ref(self) -> str:
         return f"{self.kind}/{self.name}@{self.version}"
