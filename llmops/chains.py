@@ -58,10 +58,11 @@ class ChainResult:
     used: list[str]
     steps: dict[str, float] = field(default_factory=dict)  # step -> latency in ms
     tokens: dict[str, int] = field(default_factory=dict)
+    retrieved: dict[str, list[dict]] = field(default_factory=dict)  # retrieve step -> documents it returned
 
     def to_dict(self) -> dict:
         return {"output": self.output, "run_id": self.run_id, "used": self.used,
-                "latency_ms": self.steps, "tokens": self.tokens}
+                "latency_ms": self.steps, "tokens": self.tokens, "retrieved": self.retrieved}
 
 
 @dataclass
@@ -242,20 +243,21 @@ class LLMOpsChain(Runnable[dict, Any]):
             run.set_tag("inputs", json.dumps(inputs, ensure_ascii=False, default=str))
             latency: dict[str, float] = {}
             tokens = {"prompt": 0, "completion": 0}
-            output = yield from _execute(pinned, dict(inputs), latency, tokens, streaming=streaming)
+            retrieved: dict[str, list[dict]] = {}
+            output = yield from _execute(pinned, dict(inputs), latency, tokens, retrieved, streaming=streaming)
             output = traced(output, run.id)
             run.set_tag("output", json.dumps(output, ensure_ascii=False, default=str))
             run.log_metrics({f"latency_ms.{k}": v for k, v in latency.items()})
             run.log_metrics({"tokens.prompt": tokens["prompt"], "tokens.completion": tokens["completion"]})
         return ChainResult(output=output, run_id=run.id, used=[v.ref for v in pinned.all_used()],
-                           steps=latency, tokens=tokens)
+                           steps=latency, tokens=tokens, retrieved=retrieved)
 
 
 def _model_name(name: str) -> str:
     return "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", name) if part) or "Chain"
 
 
-def _execute(pinned: Pinned, values: dict, latency: dict, tokens: dict, streaming: bool):
+def _execute(pinned: Pinned, values: dict, latency: dict, tokens: dict, retrieved: dict, streaming: bool):
     """Run the plan; a generator so the final generation can stream (it yields text deltas)."""
     plan = pinned.plan
     final_parse = _streamable_tail(pinned) if streaming else None
@@ -265,7 +267,7 @@ def _execute(pinned: Pinned, values: dict, latency: dict, tokens: dict, streamin
         t0 = time.perf_counter()
         if isinstance(step, RetrieveStep):
             hits = pinned.indexes[name].search(str(values[wiring["query"]]), k=step.k)
-            value = [h.to_dict() for h in hits]
+            value = retrieved[name] = [h.to_dict() for h in hits]
         elif isinstance(step, PromptStep):
             value = pinned.prompts[name].render_vars({var: values[src] for var, src in wiring.items()})
         elif isinstance(step, GenerateStep):
@@ -275,7 +277,7 @@ def _execute(pinned: Pinned, values: dict, latency: dict, tokens: dict, streamin
             value = _parse(pinned, step, values[wiring["text"]])
         else:  # a sub-chain runs inline, inside this chain's run
             sub_inputs = {k: values[v] for k, v in wiring.items()}
-            value = yield from _execute(pinned.subchains[name], sub_inputs, latency, tokens, streaming=False)
+            value = yield from _execute(pinned.subchains[name], sub_inputs, latency, tokens, retrieved, streaming=False)
         latency[name] = round((time.perf_counter() - t0) * 1000, 3)
         values[step.out] = value
     if final_parse is None and streaming:
