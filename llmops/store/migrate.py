@@ -31,14 +31,13 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the store to the newest schema; a no-op (one query) when it is already there."""
-    head = head_revision()
-    if current_revision(engine) == head:
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the store to `revision` (the newest schema); a no-op (one query) when it is already there."""
+    if current_revision(engine) == (head_revision() if revision == "head" else revision):
         return
     with write(engine) as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
         cfg = _config()
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, revision)

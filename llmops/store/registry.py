@@ -12,7 +12,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -53,6 +53,7 @@ class AssetVersion:
     message: str | None
     parent: int | None
     created_by: str = ""
+    meta: dict = field(default_factory=dict, compare=False)
 
     def __hash__(self) -> int:  # spec and files are dicts; identity is the ref and its digest
         return hash((self.kind, self.name, self.version, self.digest))
@@ -64,7 +65,8 @@ class AssetVersion:
     def to_dict(self) -> dict:
         return {"ref": self.ref, "kind": self.kind, "name": self.name, "version": self.version, "digest": self.digest,
                 "created_at": self.created_at.isoformat(), "created_by": self.created_by, "run_id": self.run_id,
-                "message": self.message, "parent": self.parent, "files": self.files, "spec": self.spec}
+                "message": self.message, "parent": self.parent, "files": self.files, "spec": self.spec,
+                "meta": self.meta}
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class PushItem:
     files: dict[str, bytes | Path] | None = None
     message: str | None = None
     parent: int | None = None
+    meta: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ def _version(row) -> AssetVersion:
         kind=row.kind, name=row.name, version=row.version, digest=row.digest,
         created_at=datetime.fromtimestamp(row.created_at, tz=timezone.utc), run_id=row.run_id,
         spec=json.loads(row.spec), files=json.loads(row.files), message=row.message, parent=row.parent,
-        created_by=row.created_by,
+        created_by=row.created_by, meta=json.loads(row.meta) if row.meta else {},
     )
 
 
@@ -132,12 +135,13 @@ class Registry:
 
     # writing -------------------------------------------------------------------
     def push(self, kind: str, name: str, spec: dict, files: dict[str, bytes | Path] | None = None,
-             message: str | None = None, parent: int | None = None) -> AssetVersion:
+             message: str | None = None, parent: int | None = None, meta: dict | None = None) -> AssetVersion:
         """Store a new version, or return the existing one with identical content.
 
         `parent` records which version this one was forked from; by default, the latest version.
+        `meta` records how it was made (timings, counts of work done): kept, but not part of the digest.
         """
-        return self.push_many([PushItem(kind, name, spec, files, message, parent)])[0]
+        return self.push_many([PushItem(kind, name, spec, files, message, parent, meta)])[0]
 
     def push_many(self, items: "list[PushItem]") -> list[AssetVersion]:
         """Push several versions in one transaction: all of them land, or none does."""
@@ -146,6 +150,7 @@ class Registry:
             parse_ref(f"{item.kind}/{item.name}")
             try:
                 spec_json = canonical_json(item.spec)
+                canonical_json(item.meta or {})
             except (TypeError, ValueError) as exc:
                 raise InvalidValue(f"the spec of {item.kind}/{item.name} is not JSON-serialisable: {exc}") from None
             # blobs first: they are idempotent, and unreferenced ones are harmless if the transaction fails
@@ -155,8 +160,8 @@ class Registry:
         for _attempt in range(5):
             try:
                 with write(self._engine) as conn:
-                    out = [self._insert(conn, item.kind, item.name, digest, spec_json, files, item.message,
-                                        item.parent, run) for item, spec_json, files, digest in prepared]
+                    out = [self._insert(conn, item, digest, spec_json, files, run)
+                           for item, spec_json, files, digest in prepared]
                 break
             except IntegrityError:  # a concurrent writer took the number (PostgreSQL): read again and retry
                 continue
@@ -167,8 +172,8 @@ class Registry:
         return out
 
     @staticmethod
-    def _insert(conn, kind, name, digest, spec_json, file_digests, message, parent, run) -> AssetVersion:
-        now = time.time()
+    def _insert(conn, item: PushItem, digest, spec_json, file_digests, run) -> AssetVersion:
+        kind, name, parent, now = item.kind, item.name, item.parent, time.time()
         existing = conn.execute(select(AssetVersionRow).where(
             AssetVersionRow.kind == kind, AssetVersionRow.name == name, AssetVersionRow.digest == digest)).first()
         if existing is not None:
@@ -183,7 +188,8 @@ class Registry:
         run_id = getattr(run, "id", None)
         conn.execute(insert(AssetVersionRow).values(
             kind=kind, name=name, version=version, digest=digest, spec=spec_json,
-            files=canonical_json(file_digests), message=message, parent=parent,
+            files=canonical_json(file_digests), message=item.message, parent=parent,
+            meta=canonical_json(item.meta) if item.meta else None,
             created_at=now, created_by=who(), run_id=run_id))
         ref = f"{kind}/{name}@{version}"
         edges = []

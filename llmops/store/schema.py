@@ -71,6 +71,7 @@ class AssetVersionRow(Base):
     digest: Mapped[str] = mapped_column(String(64))
     spec: Mapped[str] = mapped_column(Text)
     files: Mapped[str] = mapped_column(Text)
+    meta: Mapped[str | None] = mapped_column(Text)  # how it was made (timings, …): not part of the digest
     message: Mapped[str | None] = mapped_column(Text)
     parent: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[float] = mapped_column(Float)
