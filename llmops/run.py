@@ -2,7 +2,8 @@
 
 One INSERT per metric is what makes per-call tracking slow; a run instead keeps params, metrics, tags
 and lineage edges in memory and flushes them in one transaction when the buffer fills, every couple
-of seconds from a heartbeat thread, and on exit. The heartbeat also tells readers the process is alive.
+of seconds from the workspace's heartbeat thread, and on exit. The heartbeat also tells readers the
+process is alive.
 """
 
 from __future__ import annotations
@@ -49,8 +50,6 @@ class Run:
         self._pending_edges: list[tuple[str, str, str]] = []
         self._steps: dict[str, int] = {}
         self._last_flush = time.monotonic()
-        self._stop = threading.Event()
-        self._heartbeat: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"<Run {self.id} {self.kind}:{self.name}>"
@@ -126,15 +125,15 @@ class Run:
         if size >= FLUSH_EVERY_ROWS or time.monotonic() - self._last_flush >= FLUSH_EVERY_SECONDS:
             self.flush()
 
-    def flush(self) -> None:
-        """Write everything buffered, in one transaction; also refreshes the heartbeat."""
+    def flush(self, finish: tuple[str, str | None] | None = None) -> None:
+        """Write everything buffered, in one transaction; also refreshes the heartbeat (or ends the run)."""
         with self._lock:
             params, metrics = self._pending_params, self._pending_metrics
             tags, edges = self._pending_tags, self._pending_edges
             self._pending_params, self._pending_metrics, self._pending_tags, self._pending_edges = [], [], {}, []
             try:
                 run_store.flush(self._ws.engine, self.id, params=params, metrics=metrics, tags=tags,
-                                edges=edges, heartbeat=time.time())
+                                edges=edges, heartbeat=time.time(), finish=finish)
             except ParamConflict:
                 raise
             except BaseException:
@@ -146,23 +145,11 @@ class Run:
                 raise
             self._last_flush = time.monotonic()
 
-    def _beat(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            try:
-                self.flush()
-            except Exception:  # a transient store error must not kill the heartbeat
-                continue
-
-    def _start(self, heartbeat_interval: float) -> None:
-        self._heartbeat = threading.Thread(target=self._beat, args=(heartbeat_interval,),
-                                           name=f"llmops-heartbeat-{self.id[:8]}", daemon=True)
-        self._heartbeat.start()
-
     def _end(self, status: str, error: str | None) -> None:
-        self._stop.set()
-        if self._heartbeat is not None:
-            self._heartbeat.join()
         try:
-            self.flush()
-        finally:
-            run_store.finish(self._ws.engine, self.id, status=status, error=error, now=time.time())
+            self.flush(finish=(status, error))
+        except BaseException:
+            # the buffer could not be written (e.g. a param conflict): still record how the run ended
+            run_store.finish(self._ws.engine, self.id, status="failed" if status == "finished" else status,
+                             error=error or "could not write the run's last batch", now=time.time())
+            raise

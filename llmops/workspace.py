@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import threading
 import time
 import traceback
 from contextlib import contextmanager
@@ -27,6 +29,7 @@ from llmops.store import runs as run_store
 from llmops.store.engine import default_url, make_engine
 from llmops.store.registry import Registry, who
 
+log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL = 5.0
 LOST_AFTER = 60.0
 
@@ -59,12 +62,15 @@ class Workspace:
         self.artifacts = ArtifactStore(home / "artifacts")
         self._active: ContextVar[Run | None] = ContextVar(f"llmops-active-run-{id(self)}", default=None)
         self._live: dict[str, Run] = {}
+        self._heartbeat: threading.Thread | None = None
+        self._closed = threading.Event()
         self.registry = Registry(engine, self.artifacts, self.active_run)
 
     def __repr__(self) -> str:
         return f"<Workspace {self.root} store={self.engine.url.render_as_string(hide_password=True)}>"
 
     def close(self) -> None:
+        self._closed.set()
         self.engine.dispose()
 
     def __enter__(self) -> "Workspace":
@@ -91,7 +97,7 @@ class Workspace:
             run.set_tags(tags)
         token = self._active.set(run)
         self._live[run.id] = run
-        run._start(self.heartbeat_interval)
+        self._ensure_heartbeat()
         try:
             yield run
         except BaseException as exc:
@@ -104,6 +110,20 @@ class Workspace:
         finally:
             self._active.reset(token)
             self._live.pop(run.id, None)
+
+    def _ensure_heartbeat(self) -> None:
+        """One daemon thread per workspace flushes every live run every `heartbeat_interval` seconds."""
+        if self._heartbeat is None or not self._heartbeat.is_alive():
+            self._heartbeat = threading.Thread(target=self._beat, name="llmops-heartbeat", daemon=True)
+            self._heartbeat.start()
+
+    def _beat(self) -> None:
+        while not self._closed.wait(self.heartbeat_interval):
+            for run in list(self._live.values()):
+                try:
+                    run.flush()
+                except Exception:  # a transient store error must not stop the heartbeat
+                    log.warning("heartbeat flush of run %s failed", run.id, exc_info=True)
 
     def _flush_live(self) -> None:
         for run in list(self._live.values()):

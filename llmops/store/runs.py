@@ -108,8 +108,12 @@ def _upsert(conn, table, rows: list[dict], keys: list[str], update_cols: list[st
 
 
 def flush(engine: Engine, run_id: str, *, params: list[tuple[str, str]], metrics: list[tuple[str, float, int, float]],
-          tags: dict[str, str], edges: list[tuple[str, str, str]], heartbeat: float) -> None:
-    """Write one batch in one transaction. Params are write-once: a clash with a stored value raises ParamConflict."""
+          tags: dict[str, str], edges: list[tuple[str, str, str]], heartbeat: float,
+          finish: tuple[str, str | None] | None = None) -> None:
+    """Write one batch in one transaction. Params are write-once: a clash with a stored value raises ParamConflict.
+
+    `finish=(status, error)` also ends the run, in the same transaction (one commit per short run's end).
+    """
     with write(engine) as conn:
         if params:
             try:
@@ -126,7 +130,11 @@ def flush(engine: Engine, run_id: str, *, params: list[tuple[str, str]], metrics
                     ["run_id", "key"], ["value"])
         if edges:
             add_edges(conn, edges, heartbeat)
-        conn.execute(update(RunRow).where(RunRow.id == run_id).values(heartbeat_at=heartbeat))
+        if finish is not None:
+            conn.execute(update(RunRow).where(RunRow.id == run_id).values(
+                status=finish[0], error=finish[1], ended_at=heartbeat, heartbeat_at=heartbeat))
+        else:
+            conn.execute(update(RunRow).where(RunRow.id == run_id).values(heartbeat_at=heartbeat))
 
 
 def _insert_params_checked(conn, run_id: str, params: list[tuple[str, str]]) -> None:
