@@ -75,8 +75,11 @@ class Chunker:
         if spec.kind != "none":
             from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-            self._splitter = RecursiveCharacterTextSplitter.from_huggingface_tokenizer(
-                tokenizer, chunk_size=spec.chunk_size, chunk_overlap=spec.chunk_overlap)
+            def n_tokens(text: str) -> int:  # verbose=False: whole documents exceed the model length, by design
+                return len(tokenizer.encode(text, add_special_tokens=False, verbose=False))
+
+            self._splitter = RecursiveCharacterTextSplitter(
+                length_function=n_tokens, chunk_size=spec.chunk_size, chunk_overlap=spec.chunk_overlap)
 
     def _pieces(self, doc: Document) -> list[tuple[str, int | None, dict[str, Any]]]:
         if self.spec.kind == "none":

@@ -83,30 +83,36 @@ class IngestResult:
 
 
 class Progress:
-    """Feeds `on_progress(stage, done, total)` and, when asked, tqdm bars for files, chunks and embedding batches.
+    """Feeds `on_progress(stage, done, total)` and, when asked, one rich progress display on stderr with a
+    bar per stage (files, chunks, embedding batches, …); rich falls back to plain output off a terminal.
 
     Stages in order: files, chunks (total 0 = not known yet), embedding batches, build, verify, publish.
     """
 
     def __init__(self, show: bool, callback: ProgressFn | None):
-        self.show, self.callback, self.bars = show, callback, {}
+        self.show, self.callback = show, callback
+        self._bars = None
+        self._tasks: dict[str, Any] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if self.show:
-            from tqdm.auto import tqdm
+            if self._bars is None:
+                from rich.console import Console
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bars, TextColumn, TimeElapsedColumn
 
-            bar = self.bars.get(stage)
-            if bar is None:
-                bar = self.bars[stage] = tqdm(total=total or None, desc=stage, unit="", leave=True, dynamic_ncols=True)
-            bar.total = total or None
-            bar.n = done
-            bar.refresh()
+                self._bars = Bars(TextColumn("{task.description:>17}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), console=Console(stderr=True))
+                self._bars.start()
+            if stage not in self._tasks:
+                self._tasks[stage] = self._bars.add_task(stage, total=total or None)
+            self._bars.update(self._tasks[stage], completed=done, total=total or None)
         if self.callback is not None:
             self.callback(stage, done, total)
 
     def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars = None
 
 
 def gather_files(spec: IngestSpec, base: Path) -> tuple[list[tuple[Path, SourceSpec]], list[tuple[str, str]]]:
