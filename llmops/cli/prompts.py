@@ -36,14 +36,18 @@ def prompts_push(paths: Optional[list[Path]] = typer.Argument(None, help="Files 
     _push(paths, message, fork, as_json)
 
 
-@prompts_app.command("list")
-def prompts_list(as_json: bool = typer.Option(False, "--json")):
-    """The latest version of every prompt."""
-    versions = workspace().prompts.list("prompt")
+def _list(kind: str, as_json: bool) -> None:
+    versions = workspace().prompts.list(kind)
     if as_json:
         return echo_json([v.to_dict() for v in versions])
     for v in versions:
         typer.echo(f"{v.ref:32} {v.digest[:12]}  {v.created_at:%Y-%m-%d %H:%M}  {v.message or ''}")
+
+
+@prompts_app.command("list")
+def prompts_list(as_json: bool = typer.Option(False, "--json")):
+    """The latest version of every prompt."""
+    _list("prompt", as_json)
 
 
 @prompts_app.command("show")
@@ -106,11 +110,7 @@ def chains_push(paths: Optional[list[Path]] = typer.Argument(None, help="Files o
 @chains_app.command("list")
 def chains_list(as_json: bool = typer.Option(False, "--json")):
     """The latest version of every chain."""
-    versions = workspace().prompts.list("chain")
-    if as_json:
-        return echo_json([v.to_dict() for v in versions])
-    for v in versions:
-        typer.echo(f"{v.ref:32} {v.digest[:12]}  {v.created_at:%Y-%m-%d %H:%M}  {v.message or ''}")
+    _list("chain", as_json)
 
 
 @chains_app.command("show")
