@@ -114,6 +114,20 @@ def test_length_sorting_keeps_order_under_any_permutation(tiny_model, fresh):
     np.testing.assert_allclose(emb.encode([TEXTS[5]])[0], base[5], atol=2e-5)
 
 
+def test_forward_passes_respect_the_token_budget(tiny_model, fresh, monkeypatch):
+    emb = E.load_embedder(tiny_model, backend="torch", precision="fp32")
+    base = emb.encode(TEXTS, batch_size=64)
+    monkeypatch.setattr(E, "TOKENS_PER_FORWARD", 24)
+    batches = emb._length_sorted_batches(TEXTS, 64)
+    lengths = [len(emb.tokenizer(t)["input_ids"]) for t in TEXTS]
+    assert sorted(i for b in batches for i in b) == list(range(len(TEXTS)))
+    assert all(len(b) * max(lengths[i] for i in b) <= 24 or len(b) == 1 for b in batches)
+    assert [max(lengths[i] for i in b) for b in batches] == sorted((max(lengths[i] for i in b) for b in batches),
+                                                                   reverse=True)
+    assert len(batches) > 2
+    np.testing.assert_allclose(emb.encode(TEXTS, batch_size=64), base, atol=2e-5)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_vectors_are_unit_length(tiny_model, fresh, precision):
     out = E.load_embedder(tiny_model, backend="torch", precision=precision).encode(TEXTS)

@@ -52,6 +52,8 @@ BACKENDS: dict[str, tuple[str, ...]] = {"torch": ("fp32", "bf16"), "onnx": ("fp3
 _ONNX_RECIPE = "llmops-onnx-1:opset17:int8=dynamic,per-channel,qint8-weights"
 _ONNX_OPSET = 17
 _SKIP_FILES = {"README.md", ".gitattributes"}
+#: Padded tokens per forward pass (see Embedder._length_sorted_batches).
+TOKENS_PER_FORWARD = 4096
 
 _lock = threading.Lock()
 _embedders: dict[tuple, "Embedder"] = {}
@@ -221,17 +223,25 @@ class Embedder:
         return out
 
     def _length_sorted_batches(self, texts: list[str], batch_size: int) -> list:
-        """Indices of texts, longest first (by token count after truncation), cut into batches.
+        """Indices of texts, longest first (by token count after truncation), cut into forward passes.
 
-        Neighbours in length share a batch, so each batch is padded only to its own longest text.
+        Neighbours in length share a pass, so each is padded only to its own longest text. A pass holds
+        at most `batch_size` texts and about TOKENS_PER_FORWARD padded tokens: on 2 cores, 16 texts of
+        256 tokens ran 4-6% faster than 64 (activations stay in cache), while short texts still batch wide.
         """
         import numpy as np
 
-        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_seq_length,
-                                                      return_attention_mask=False,
-                                                      return_token_type_ids=False)["input_ids"]]
-        order = np.argsort(-np.asarray(lengths), kind="stable")
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        lengths = np.asarray([len(ids) for ids in self.tokenizer(
+            texts, truncation=True, max_length=self.max_seq_length, return_attention_mask=False,
+            return_token_type_ids=False)["input_ids"]])
+        order = np.argsort(-lengths, kind="stable")
+        batches, start = [], 0
+        while start < len(order):
+            longest = max(int(lengths[order[start]]), 1)
+            size = max(1, min(batch_size, TOKENS_PER_FORWARD // longest))
+            batches.append(order[start:start + size])
+            start += size
+        return batches
 
     def _encode_torch(self, batch: list[str]):
         import torch
@@ -314,6 +324,7 @@ class _temp_path:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
+            os.chmod(self.tmp, 0o644)  # mkstemp makes it private; a shared cache is read by other users
             os.replace(self.tmp, self.final)
         else:
             self.tmp.unlink(missing_ok=True)
