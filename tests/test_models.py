@@ -5,6 +5,7 @@ server). Tests marked `integration` load the real SmolLM2-135M-Instruct GGUF onc
 from __future__ import annotations
 
 import importlib.util
+import os
 import json
 import random
 import re
@@ -502,3 +503,22 @@ def test_smollm2_takes_a_peft_adapter_saved_from_it(smollm2, tmp_path):
     tuned = load_backend("smollm2", adapter_path=tmp_path / "lora")
     question = [{"role": "user", "content": "What is the capital of France?"}]
     assert tuned.chat(question, max_tokens=16).text != smollm2.chat(question, max_tokens=16).text
+
+
+@pytest.mark.integration
+def test_smollm2_dequantised_weights_are_cached_and_answer_the_same(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import json; from llmops.models import load_backend; "
+        "b = load_backend('smollm2'); "
+        "print(json.dumps(b.chat([{'role': 'user', 'content': 'Name a colour.'}], max_tokens=8).text))"
+    )
+    env = {**os.environ, "LLMOPS_CACHE_DIR": str(tmp_path / "cache")}
+    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    saved = list((tmp_path / "cache" / "models").glob("SmolLM2-*/model.safetensors"))
+    second = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
+    assert len(saved) == 1  # the first process de-quantised the GGUF once and kept the result
+    assert first.stdout.strip().splitlines()[-1] == second.stdout.strip().splitlines()[-1]

@@ -129,9 +129,10 @@ def cpu_has_native_bf16() -> bool:
 
 
 def default_cache_dir() -> Path:
-    """Where exported ONNX files go when no cache_dir is passed: `$XDG_CACHE_HOME/llmops/embedders`."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "llmops" / "embedders"
+    """Where exported ONNX files go when no cache_dir is passed (see llmops.cachedir)."""
+    from llmops.cachedir import user_cache_dir
+
+    return user_cache_dir("embedders")
 
 
 def _resolve_settings(backend: str | None, precision: str | None, device: str) -> tuple[str, str]:
