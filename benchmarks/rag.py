@@ -66,9 +66,18 @@ def ndcg10(doc_vecs: np.ndarray, doc_ids: list[str], q_vecs: np.ndarray, qids: l
     return evaluate(run, {q: qrels[q] for q in qids}, ("ndcg_at_10",))[0]["ndcg_at_10"]
 
 
+LAST: dict[str, float] = {}
+
+
 def timed(fn):
-    t = time.perf_counter()
+    """(result, wall seconds); also keeps this process's CPU seconds and the 1-minute load average in LAST.
+
+    Other processes may share the CPU: a section run while they are busy gets less of it, which its
+    wall time shows and its CPU time mostly does not, so both are reported.
+    """
+    load0, c0, t = os.getloadavg()[0], time.process_time(), time.perf_counter()
     out = fn()
+    LAST.update(cpu_s=time.process_time() - c0, load=(load0 + os.getloadavg()[0]) / 2)
     return out, time.perf_counter() - t
 
 
@@ -148,11 +157,12 @@ def run_ingest(res, ws_dir, ids, texts, qids, qrels, corpus, shards, rate):
     emb, load_s = timed(lambda: load_embedder({"model": "default", "max_seq_length": 256}))
     emb.encode(texts[:8])
     r, secs = timed(lambda: ws.rag.ingest("rag/bench.yaml"))
+    cost = dict(LAST)
     kept = ws_dir / "qrels.tsv"  # only the queries with a relevant document in this (maybe --limit) corpus
     kept.write_text("query-id\tcorpus-id\tscore\n" + "".join(
         f"{q}\t{d}\t{g}\n" for q in qids for d, g in qrels[q].items()), encoding="utf-8")
     ev = ws.rag.eval("bench", queries=corpus / "queries.jsonl", qrels=kept, metrics=("ndcg_at_10",))
-    res["ingest"] = {"seconds": secs, "chunks_per_s": rate(secs), "load_s": load_s, "embedded": r.counts["embedded"],
+    res["ingest"] = {"seconds": secs, "chunks_per_s": rate(secs), **cost, "load_s": load_s, "embedded": r.counts["embedded"],
                      "ref": r.ref, "embedder": repr(emb), "fingerprint": emb.fingerprint,
                      "ndcg_at_10": ev.metrics["ndcg_at_10"]}
     log.info("(2) llmops ingest (%s, %s): %.1f chunks/s, nDCG@10 %.5f", emb.backend, emb.precision,
@@ -208,7 +218,7 @@ def main() -> int:  # noqa: C901 - one straight script, section by section
         st.encode(texts[:8])
         vecs, secs = timed(lambda: st.encode(texts, batch_size=32, normalize_embeddings=True))
         qv = st.encode(queries, batch_size=32, normalize_embeddings=True)
-        res["raw"] = {"seconds": secs, "chunks_per_s": rate(secs), "load_s": load_s,
+        res["raw"] = {"seconds": secs, "chunks_per_s": rate(secs), **LAST, "load_s": load_s,
                       "ndcg_at_10": ndcg10(vecs, ids, qv, qids, qrels)}
         res["_raw_vecs"], res["_raw_qvecs"] = vecs, qv
         log.info("(1) raw ST fp32: %.1f chunks/s, nDCG@10 %.5f", res["raw"]["chunks_per_s"], res["raw"]["ndcg_at_10"])
@@ -238,11 +248,12 @@ def main() -> int:  # noqa: C901 - one straight script, section by section
             lc.embed_documents(texts[:8])
             docs = [Document(page_content=t, metadata={"id": i}) for i, t in zip(ids, texts)]
             store, secs = timed(lambda: FAISS.from_documents(docs, lc))
+            cost = dict(LAST)
             qv = np.asarray(lc.embed_documents(queries), dtype=np.float32)
             n = store.index.ntotal
             vecs = store.index.reconstruct_n(0, n)
             lc_ids = [store.docstore.search(store.index_to_docstore_id[i]).metadata["id"] for i in range(n)]
-            res["langchain"] = {"seconds": secs, "chunks_per_s": rate(secs), "load_s": load_s,
+            res["langchain"] = {"seconds": secs, "chunks_per_s": rate(secs), **cost, "load_s": load_s,
                                 "ndcg_at_10": ndcg10(vecs, lc_ids, qv, qids, qrels)}
             log.info("(3) LangChain FAISS.from_documents: %.1f chunks/s, nDCG@10 %.5f",
                      res["langchain"]["chunks_per_s"], res["langchain"]["ndcg_at_10"])
@@ -273,8 +284,9 @@ def main() -> int:  # noqa: C901 - one straight script, section by section
                 continue
             emb.encode(texts[:8])
             vecs, secs = timed(lambda: emb.encode(texts, batch_size=32))
+            cost = dict(LAST)
             qv = emb.encode(queries)
-            entry = {"seconds": secs, "chunks_per_s": rate(secs), "load_s": load_s, "fingerprint": emb.fingerprint,
+            entry = {"seconds": secs, "chunks_per_s": rate(secs), **cost, "load_s": load_s, "fingerprint": emb.fingerprint,
                      "ndcg_at_10": ndcg10(vecs, ids, qv, qids, qrels)}
             if "_raw_vecs" in res:
                 entry["min_cosine_vs_raw"] = float((vecs * res["_raw_vecs"]).sum(1).min())
@@ -329,7 +341,8 @@ def report(res: dict) -> None:
 
     print(f"\n{res['corpus']}: {res['chunks']} chunks, {res['queries']} queries, {res['cpu_count']} CPUs "
           f"({res['torch_threads']} torch threads)")
-    print(f"{'':34s} {'chunks/s':>9s} {'seconds':>8s} {'vs (1)':>7s} {'vs (3)':>7s} {'nDCG@10':>8s}")
+    print(f"{'':34s} {'chunks/s':>9s} {'seconds':>8s} {'vs (1)':>7s} {'vs (3)':>7s} {'nDCG@10':>8s} "
+          f"{'cpu s':>7s} {'cpu vs (3)':>10s} {'load':>5s}")
     rows = [("(1) raw ST encode fp32", raw), ("(2) llmops ingest, from scratch", ing),
             ("(3) LangChain FAISS.from_documents", lc)]
     rows += [(f"    encoder path {p}", v) for p, v in res.get("paths", {}).items()]
@@ -337,8 +350,9 @@ def report(res: dict) -> None:
         if "skipped" in r:
             print(f"{name:34s} skipped: {r['skipped']}")
         elif r:
+            cpu = f"{lc['cpu_s'] / r['cpu_s']:.2f}x" if "cpu_s" in lc else "-"
             print(f"{name:34s} {r['chunks_per_s']:9.1f} {r['seconds']:8.1f} {ratio(r, raw):>7s} {ratio(r, lc):>7s} "
-                  f"{r['ndcg_at_10']:8.5f}")
+                  f"{r['ndcg_at_10']:8.5f} {r['cpu_s']:7.1f} {cpu:>10s} {r['load']:5.1f}")
     if ing and "seconds" in ing:
         for key, label, goal in (("reingest_unchanged", "(4) re-ingest, unchanged", 0.02),
                                  ("reingest_1pct", "(5) re-ingest, 1% files changed", 0.05)):
