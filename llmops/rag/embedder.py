@@ -11,10 +11,11 @@ L2-normalised vectors in input order. Two backends sit behind the one interface:
 
 Why bf16 is the default where the CPU has it (measured on all 5,183 SciFact abstracts, 2 cores with
 AVX512-BF16, `benchmarks/rag.py`): it encodes 1.8x as fast as fp32 sentence-transformers and moves
-nDCG@10 by +0.0005 (0.64561 vs 0.64508); its vectors agree with fp32 to cosine >= 0.9999. ONNX
-Runtime fp32 is no faster than torch fp32 here, and ORT int8 is slower than bf16 and moves nDCG@10 by
-+0.007, outside the 0.005 band, so both stay opt-in. Where the CPU lacks native bf16, bf16 is emulated
-and two to five times *slower* than fp32, so `precision="auto"` falls back to fp32 there.
+nDCG@10 by +0.0005 to +0.0016 (fp32: 0.64508); its vectors agree with fp32 to cosine >= 0.9999. ONNX
+Runtime fp32 is no faster than torch fp32 here; ORT int8 is slower than bf16 and moves nDCG@10 by
++0.003 to +0.007 between runs (its activation scales depend on the batch), so both stay opt-in. Where
+the CPU lacks native bf16, bf16 is emulated and two to five times *slower* than fp32, so
+`precision="auto"` falls back to fp32 there.
 
 Every path sorts texts by token length and pads each batch only to its longest text, so short chunks
 never pay for 256 positions. The ONNX files are exported once from the local model folder, keyed by
