@@ -120,6 +120,7 @@ def _save_converted(model: Any, tokenizer: Any, target: Path) -> None:
 
     saved = {name: getattr(model, name) for name in ("hf_quantizer",) if hasattr(model, name)}
     qconfig = getattr(model.config, "quantization_config", None)
+    tmp: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
@@ -132,7 +133,8 @@ def _save_converted(model: Any, tokenizer: Any, target: Path) -> None:
         os.rename(tmp, target)
     except Exception as exc:  # read-only home, disk full, another process won the rename: load from GGUF next time
         log.warning("could not cache de-quantised weights in %s: %s", target, exc)
-        shutil.rmtree(locals().get("tmp", target.parent / ".none"), ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     finally:
         for name, value in saved.items():
             setattr(model, name, value)

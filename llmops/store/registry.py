@@ -8,6 +8,7 @@ that already holds it. Aliases are movable pointers whose every move is recorded
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 import re
@@ -150,18 +151,18 @@ class Registry:
             parse_ref(f"{item.kind}/{item.name}")
             try:
                 spec_json = canonical_json(item.spec)
-                canonical_json(item.meta or {})
+                meta_json = canonical_json(item.meta) if item.meta else None
             except (TypeError, ValueError) as exc:
                 raise InvalidValue(f"the spec of {item.kind}/{item.name} is not JSON-serialisable: {exc}") from None
             # blobs first: they are idempotent, and unreferenced ones are harmless if the transaction fails
             files = {check_name(f): self._artifacts.put(data) for f, data in sorted((item.files or {}).items())}
-            prepared.append((item, spec_json, files, _digest(item.kind, spec_json, files)))
+            prepared.append((item, spec_json, meta_json, files, _digest(item.kind, item.spec, files)))
         run = self._active_run()
         for _attempt in range(5):
             try:
                 with write(self._engine) as conn:
-                    out = [self._insert(conn, item, digest, spec_json, files, run)
-                           for item, spec_json, files, digest in prepared]
+                    out = [self._insert(conn, item, digest, spec_json, meta_json, files, run)
+                           for item, spec_json, meta_json, files, digest in prepared]
                 break
             except IntegrityError:  # a concurrent writer took the number (PostgreSQL): read again and retry
                 continue
@@ -172,7 +173,7 @@ class Registry:
         return out
 
     @staticmethod
-    def _insert(conn, item: PushItem, digest, spec_json, file_digests, run) -> AssetVersion:
+    def _insert(conn, item: PushItem, digest, spec_json, meta_json, file_digests, run) -> AssetVersion:
         kind, name, parent, now = item.kind, item.name, item.parent, time.time()
         existing = conn.execute(select(AssetVersionRow).where(
             AssetVersionRow.kind == kind, AssetVersionRow.name == name, AssetVersionRow.digest == digest)).first()
@@ -189,7 +190,7 @@ class Registry:
         conn.execute(insert(AssetVersionRow).values(
             kind=kind, name=name, version=version, digest=digest, spec=spec_json,
             files=canonical_json(file_digests), message=item.message, parent=parent,
-            meta=canonical_json(item.meta) if item.meta else None,
+            meta=meta_json,
             created_at=now, created_by=who(), run_id=run_id))
         ref = f"{kind}/{name}@{version}"
         edges = []
@@ -352,11 +353,8 @@ class Registry:
         }
 
 
-def _digest(kind: str, spec_json: str, file_digests: dict[str, str]) -> str:
-    import hashlib
-
-    payload = canonical_json({"kind": kind, "spec": json.loads(spec_json), "files": file_digests})
-    return hashlib.sha256(payload.encode()).hexdigest()
+def _digest(kind: str, spec: dict, file_digests: dict[str, str]) -> str:
+    return hashlib.sha256(canonical_json({"kind": kind, "spec": spec, "files": file_digests}).encode()).hexdigest()
 
 
 def _flatten(obj, prefix: str = "") -> dict[str, object]:
