@@ -143,7 +143,7 @@ class Workspace:
     def lineage(self, node: str, depth: int | None = None) -> lineage_store.LineageGraph:
         """Walk lineage edges up and down from a run id or an asset ref (`kind/name@N` or `@alias`)."""
         self._flush_live()
-        if lineage_store.is_ref(node) or "/" in node:
+        if "/" in node:
             root = self.registry.get(node, record=False).ref
         else:
             root = self.get_run(node).id

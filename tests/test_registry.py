@@ -8,14 +8,28 @@ from llmops.errors import AliasNotFound, AssetNotFound, CorruptArtifact, Invalid
 def test_push_numbers_versions_and_is_idempotent(store_ws):
     reg = store_ws.registry
     v1 = reg.push("prompt", "qa", {"template": "A {{q}}"}, message="first")
-    v2 = reg.push("prompt", "qa", {"template": "B {{q}}"})
     again = reg.push("prompt", "qa", {"template": "A {{q}}"}, message="same content, other message")
+    v2 = reg.push("prompt", "qa", {"template": "B {{q}}"})
     assert (v1.version, v2.version) == (1, 2)
+    assert (v1.outcome, again.outcome, v2.outcome) == ("new", "unchanged", "new")
     assert again == v1 and again.message == "first"
     assert len(reg.versions("prompt/qa")) == 2
     assert v1.ref == "prompt/qa@1" and len(v1.digest) == 64
     # key order does not change the digest
     assert reg.push("chain", "c", {"a": 1, "b": 2}).digest == reg.push("chain", "c", {"b": 2, "a": 1}).digest
+
+
+def test_pushing_an_older_content_again_is_a_revert_and_becomes_latest(store_ws):
+    reg = store_ws.registry
+    v1 = reg.push("prompt", "greet", {"template": "Hi"})
+    v2 = reg.push("prompt", "greet", {"template": "Hello"})
+    v3 = reg.push("prompt", "greet", {"template": "Hi"})
+    assert (v3.version, v3.outcome, v3.same_as, v3.parent) == (3, "revert", 1, 2)
+    assert v3.digest == v1.digest and v2.same_as is None
+    assert reg.get("prompt/greet").version == 3 == reg.get("prompt/greet@latest").version
+    assert reg.push("prompt", "greet", {"template": "Hi"}).outcome == "unchanged"
+    assert [e.get("same_as") for e in reg.history("prompt/greet")] == [None, None, 1]
+    assert reg.find("prompt", "greet", v1.digest).version == 1
 
 
 def test_files_are_part_of_the_content(store_ws):
@@ -71,15 +85,21 @@ def test_unknown_refs_and_aliases(store_ws):
     reg.set_alias("prompt/qa", "staging", 1)
     with pytest.raises(AliasNotFound, match=r"no alias 'production' \(aliases: staging\)"):
         reg.get("prompt/qa@production")
-    with pytest.raises(AssetNotFound, match="llmops assets list"):
+    with pytest.raises(AssetNotFound, match="no asset version 'prompt/nope'"):
         reg.get("prompt/nope")
     with pytest.raises(AssetNotFound):
         reg.get("prompt/qa@7")
     with pytest.raises(AssetNotFound):
         reg.set_alias("prompt/qa", "production", 9)
-    for bad in ["qa", "prompt/", "/qa", "prompt/qa@", "Prompt/qa", "prompt/q a"]:
-        with pytest.raises(InvalidRef, match="kind/name@version"):
+    for bad in ["qa", "prompt/", "/qa", "prompt/qa@", "Prompt/qa", "prompt/q a", "prompt/qa\n", "prompt/qä"]:
+        with pytest.raises(InvalidRef, match="not an asset ref|names no kind|ends in '@'"):
             reg.get(bad)
+    # non-ASCII digits and numbers past what the databases hold are refused, not looked up
+    for bad in ["prompt/qa@²", "prompt/qa@99999999999999999999", "prompt/qa@0", "prompt/qa@2147483648"]:
+        with pytest.raises(InvalidRef, match="not a version number"):
+            reg.get(bad)
+    with pytest.raises(InvalidRef, match="not a version number"):
+        reg.set_alias("prompt/qa", "production", 10**20)
     assert reg.aliases("prompt/qa") == {"staging": 1}
 
 

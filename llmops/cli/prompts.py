@@ -124,7 +124,7 @@ def chains_show(ref: str = typer.Argument(..., help="NAME[@VERSION|@ALIAS]")):
 @chains_app.command("diff")
 def chains_diff(a: str, b: str):
     """A structured diff of two chain versions' specs."""
-    from llmops.store.registry import parse_ref
+    from llmops.store.refs import parse_ref
 
     refs = [x if "/" in x else f"chain/{x}" for x in (a, b)]
     for x in refs:

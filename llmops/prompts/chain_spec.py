@@ -40,7 +40,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llmops.errors import InvalidRef, SpecError
-from llmops.prompts.source import SourceMap, load_yaml, load_yaml_file, spec_error_from_validation, suggest
+from llmops.specfile import SourceMap, load_yaml, load_yaml_file, spec_error_from_validation, suggest
 from llmops.prompts.spec import NAME_PATTERN, ModelParams, PromptSpec, VariableSpec, check_name
 
 __all__ = [

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from llmops.prompts.source import SourceMap
+from llmops.specfile import SourceMap
 from llmops.prompts.spec import ModelParams, PromptSpec, VariableSpec, canonical_spec, load_prompt_spec
 from llmops.prompts.template import CompiledPrompt
 

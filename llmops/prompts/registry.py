@@ -24,7 +24,7 @@ from llmops.store.registry import PushItem
 from llmops.prompts.chain_spec import ChainPlan, ChainSpec, Resolver, check_chain, parse_chain_spec, split_ref
 from llmops.prompts.diff import PromptDiff, diff_prompts
 from llmops.prompts.prompt import Prompt
-from llmops.prompts.source import SourceMap, load_yaml
+from llmops.specfile import SourceMap, load_yaml
 from llmops.prompts.spec import PromptSpec, canonical_spec, load_prompt_spec, parse_prompt_spec, value_matches
 from llmops.prompts.template import CompiledPrompt
 

@@ -29,7 +29,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
                       model_validator)
 
 from llmops.errors import SpecError
-from llmops.prompts.source import SourceMap, load_yaml, load_yaml_file, spec_error_from_validation
+from llmops.specfile import SourceMap, load_yaml, load_yaml_file, spec_error_from_validation
 
 __all__ = [
     "NAME_PATTERN",

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmops.errors import TemplateError
-from llmops.prompts.source import SourceMap, suggest
+from llmops.specfile import SourceMap, suggest
 from llmops.prompts.spec import VARIABLE_TYPES, PromptSpec, article, value_matches
 
 __all__ = ["CompiledPrompt", "environment", "referenced_variables"]
@@ -181,6 +181,6 @@ class CompiledPrompt:
 
 
 def _field(loc: tuple[Any, ...]) -> str:
-    from llmops.prompts.source import format_loc
+    from llmops.specfile import format_loc
 
     return format_loc(loc)

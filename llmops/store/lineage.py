@@ -29,7 +29,8 @@ def add_edges(conn, edges: list[tuple[str, str, str]], now: float) -> None:
 
 
 def is_ref(node: str) -> bool:
-    return "/" in node and "@" in node
+    """Lineage nodes are run ids (hex) or version refs (`kind/name@N`)."""
+    return "/" in node
 
 
 @dataclass

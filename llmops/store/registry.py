@@ -1,40 +1,33 @@
 """The asset registry: one mechanism for every kind (prompt, chain, index, model, adapter, dataset, …).
 
 Versions are immutable and content-addressed: the digest is the sha256 of the canonical JSON of the
-kind, the spec and the digests of the files, so pushing the same content again returns the version
-that already holds it. Aliases are movable pointers whose every move is recorded.
+kind, the spec and the digests of the files, so pushing the content the latest version already holds
+returns that version. Aliases are movable pointers whose every move is recorded. Refs are parsed by
+`llmops.store.refs`, the one parser.
 """
 
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
-from sqlalchemy import Engine, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, func, insert, select, text
 
 from llmops.artifacts import ArtifactStore, check_name
-from llmops.errors import AliasNotFound, AssetNotFound, InvalidAlias, InvalidRef, InvalidValue
+from llmops.digests import canonical_json, sha256_json
+from llmops.errors import AliasNotFound, AssetNotFound, InvalidRef, InvalidValue
 from llmops.store.engine import read, write
 from llmops.store.lineage import add_edges
+from llmops.store.refs import Ref, check_alias, check_kind, check_name as check_asset_name, parse_ref, parse_version
 from llmops.store.schema import AliasEventRow, AliasRow, AssetVersionRow
 
-_KIND = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
-_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-
-
-def canonical_json(obj) -> str:
-    """Sorted keys, no spaces: the same content always gives the same bytes and digest."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+Outcome = Literal["new", "unchanged", "revert"]
 
 
 def who() -> str:
@@ -43,6 +36,10 @@ def who() -> str:
 
 @dataclass(frozen=True)
 class AssetVersion:
+    """One immutable version. `same_as` names the earliest version with identical content (a revert);
+    `outcome` says what the push that returned it did: `new`, `unchanged` (the latest already held this
+    content) or `revert` (a new version equal to version `same_as`); empty when read, not pushed."""
+
     kind: str
     name: str
     version: int
@@ -55,6 +52,8 @@ class AssetVersion:
     parent: int | None
     created_by: str = ""
     meta: dict = field(default_factory=dict, compare=False)
+    same_as: int | None = None
+    outcome: Outcome | Literal[""] = field(default="", compare=False)
 
     def __hash__(self) -> int:  # spec and files are dicts; identity is the ref and its digest
         return hash((self.kind, self.name, self.version, self.digest))
@@ -66,8 +65,8 @@ class AssetVersion:
     def to_dict(self) -> dict:
         return {"ref": self.ref, "kind": self.kind, "name": self.name, "version": self.version, "digest": self.digest,
                 "created_at": self.created_at.isoformat(), "created_by": self.created_by, "run_id": self.run_id,
-                "message": self.message, "parent": self.parent, "files": self.files, "spec": self.spec,
-                "meta": self.meta}
+                "message": self.message, "parent": self.parent, "same_as": self.same_as, "files": self.files,
+                "spec": self.spec, "meta": self.meta}
 
 
 @dataclass(frozen=True)
@@ -83,45 +82,13 @@ class PushItem:
     meta: dict | None = None
 
 
-@dataclass(frozen=True)
-class Ref:
-    kind: str
-    name: str
-    selector: str | None  # a version number, an alias, "latest" or None
-
-    @property
-    def base(self) -> str:
-        return f"{self.kind}/{self.name}"
-
-
-def parse_ref(ref: str, *, default_kind: str | None = None) -> Ref:
-    """`kind/name@selector`; `kind/` may be left out when `default_kind` is given."""
-    if not isinstance(ref, str) or not ref:
-        raise InvalidRef(f"{ref!r} is not an asset ref: write kind/name@version, e.g. prompt/qa@3 or prompt/qa@production")
-    body, _, selector = ref.partition("@")
-    kind, slash, name = body.partition("/")
-    if not slash:
-        kind, name = default_kind, body
-    if not kind or not _KIND.match(kind) or not _NAME.match(name or "") or (_ and not selector):
-        raise InvalidRef(f"{ref!r} is not an asset ref: write kind/name@version, e.g. prompt/qa@3 or prompt/qa@production")
-    return Ref(kind, name, selector or None)
-
-
-def check_alias(alias: str) -> str:
-    if alias == "latest" or alias.isdigit() or not _ALIAS.match(alias):
-        raise InvalidAlias(
-            f"alias {alias!r} is not allowed: an alias starts with a letter and is not a number or 'latest' "
-            "(which already mean a version); try 'production' or 'staging'"
-        )
-    return alias
-
-
-def _version(row) -> AssetVersion:
+def _version(row, outcome: Outcome | Literal[""] = "") -> AssetVersion:
     return AssetVersion(
         kind=row.kind, name=row.name, version=row.version, digest=row.digest,
         created_at=datetime.fromtimestamp(row.created_at, tz=timezone.utc), run_id=row.run_id,
         spec=json.loads(row.spec), files=json.loads(row.files), message=row.message, parent=row.parent,
-        created_by=row.created_by, meta=json.loads(row.meta) if row.meta else {},
+        created_by=row.created_by, meta=json.loads(row.meta) if row.meta else {}, same_as=row.same_as,
+        outcome=outcome,
     )
 
 
@@ -137,8 +104,11 @@ class Registry:
     # writing -------------------------------------------------------------------
     def push(self, kind: str, name: str, spec: dict, files: dict[str, bytes | Path] | None = None,
              message: str | None = None, parent: int | None = None, meta: dict | None = None) -> AssetVersion:
-        """Store a new version, or return the existing one with identical content.
+        """Store a new version, or return the latest one when it already holds identical content.
 
+        Pushing the content of an older version (a revert) makes a new version, so `latest` is always
+        what was pushed last; it records `same_as` (the older version) and its parent is the previous
+        latest. The returned version's `outcome` says which of the three happened.
         `parent` records which version this one was forked from; by default, the latest version.
         `meta` records how it was made (timings, counts of work done): kept, but not part of the digest.
         """
@@ -148,7 +118,10 @@ class Registry:
         """Push several versions in one transaction: all of them land, or none does."""
         prepared = []
         for item in items:
-            parse_ref(f"{item.kind}/{item.name}")
+            check_kind(item.kind)
+            check_asset_name(item.name, item.kind)
+            if item.parent is not None:
+                parse_version(item.parent)
             try:
                 spec_json = canonical_json(item.spec)
                 meta_json = canonical_json(item.meta) if item.meta else None
@@ -158,16 +131,10 @@ class Registry:
             files = {check_name(f): self._artifacts.put(data) for f, data in sorted((item.files or {}).items())}
             prepared.append((item, spec_json, meta_json, files, _digest(item.kind, item.spec, files)))
         run = self._active_run()
-        for _attempt in range(5):
-            try:
-                with write(self._engine) as conn:
-                    out = [self._insert(conn, item, digest, spec_json, meta_json, files, run)
-                           for item, spec_json, meta_json, files, digest in prepared]
-                break
-            except IntegrityError:  # a concurrent writer took the number (PostgreSQL): read again and retry
-                continue
-        else:
-            raise RuntimeError("could not allocate version numbers after 5 attempts; retry the push")
+        with write(self._engine) as conn:
+            _lock_assets(conn, {(item.kind, item.name) for item, *_ in prepared})
+            out = [self._insert(conn, item, digest, spec_json, meta_json, files, run)
+                   for item, spec_json, meta_json, files, digest in prepared]
         for av in out:
             self._pinned[(av.kind, av.name, av.version)] = av
         return out
@@ -175,12 +142,14 @@ class Registry:
     @staticmethod
     def _insert(conn, item: PushItem, digest, spec_json, meta_json, file_digests, run) -> AssetVersion:
         kind, name, parent, now = item.kind, item.name, item.parent, time.time()
-        existing = conn.execute(select(AssetVersionRow).where(
-            AssetVersionRow.kind == kind, AssetVersionRow.name == name, AssetVersionRow.digest == digest)).first()
-        if existing is not None:
-            return _version(existing)
-        latest = conn.execute(select(func.max(AssetVersionRow.version)).where(
-            AssetVersionRow.kind == kind, AssetVersionRow.name == name)).scalar()
+        latest_row = conn.execute(select(AssetVersionRow).where(
+            AssetVersionRow.kind == kind, AssetVersionRow.name == name)
+            .order_by(AssetVersionRow.version.desc()).limit(1)).first()
+        if latest_row is not None and latest_row.digest == digest:
+            return _version(latest_row, "unchanged")
+        same_as = conn.execute(select(func.min(AssetVersionRow.version)).where(
+            AssetVersionRow.kind == kind, AssetVersionRow.name == name, AssetVersionRow.digest == digest)).scalar()
+        latest = latest_row.version if latest_row is not None else None
         if parent is not None and (latest is None or not 1 <= parent <= latest):
             raise AssetNotFound(f"cannot fork {kind}/{name}@{parent}: no such version "
                                 f"(versions are 1..{latest or 0})")
@@ -190,7 +159,7 @@ class Registry:
         conn.execute(insert(AssetVersionRow).values(
             kind=kind, name=name, version=version, digest=digest, spec=spec_json,
             files=canonical_json(file_digests), message=item.message, parent=parent,
-            meta=meta_json,
+            meta=meta_json, same_as=same_as,
             created_at=now, created_by=who(), run_id=run_id))
         ref = f"{kind}/{name}@{version}"
         edges = []
@@ -202,7 +171,7 @@ class Registry:
             add_edges(conn, edges, now)
         row = conn.execute(select(AssetVersionRow).where(
             AssetVersionRow.kind == kind, AssetVersionRow.name == name, AssetVersionRow.version == version)).one()
-        return _version(row)
+        return _version(row, "new" if same_as is None else "revert")
 
     def set_alias(self, ref: str, alias: str, version: int, reason: str | None = None) -> AssetVersion:
         """Point `kind/name@alias` at `version`, recording who moved it, from where, when and why."""
@@ -210,7 +179,7 @@ class Registry:
         if r.selector is not None:
             raise InvalidRef(f"set_alias takes kind/name without a version, got {ref!r}")
         check_alias(alias)
-        target = self.get(f"{r.base}@{int(version)}", record=False)
+        target = self.get(str(r.at(parse_version(version))), record=False)
         run = self._active_run()
         with write(self._engine) as conn:
             current = conn.execute(select(AliasRow.version).where(
@@ -239,16 +208,16 @@ class Registry:
         return av
 
     def _resolve(self, r: Ref) -> AssetVersion:
-        if r.selector and r.selector.isdigit():
-            cached = self._pinned.get((r.kind, r.name, int(r.selector)))
+        if r.version is not None:
+            cached = self._pinned.get((r.kind, r.name, r.version))
             if cached is not None:
                 return cached
         with read(self._engine) as conn:
             q = select(AssetVersionRow).where(AssetVersionRow.kind == r.kind, AssetVersionRow.name == r.name)
             if r.selector is None or r.selector == "latest":
                 row = conn.execute(q.order_by(AssetVersionRow.version.desc()).limit(1)).first()
-            elif r.selector.isdigit():
-                row = conn.execute(q.where(AssetVersionRow.version == int(r.selector))).first()
+            elif r.version is not None:
+                row = conn.execute(q.where(AssetVersionRow.version == r.version)).first()
             else:
                 version = conn.execute(select(AliasRow.version).where(
                     AliasRow.kind == r.kind, AliasRow.name == r.name, AliasRow.alias == r.selector)).scalar()
@@ -259,7 +228,7 @@ class Registry:
                         raise AssetNotFound(self._missing(r.base))
                     raise AliasNotFound(
                         f"{r.base} has no alias {r.selector!r} (aliases: {', '.join(sorted(known)) or 'none'}); "
-                        f"set one with `llmops assets alias {r.base} {r.selector} VERSION`")
+                        f"point it at a version first")
                 row = conn.execute(q.where(AssetVersionRow.version == version)).first()
         if row is None:
             suffix = f"@{r.selector}" if r.selector else ""
@@ -270,12 +239,14 @@ class Registry:
 
     @staticmethod
     def _missing(what: str) -> str:
-        return f"no asset version {what!r}; list what exists with `llmops assets list`"
+        return f"no asset version {what!r}"
 
     def find(self, kind: str, name: str, digest: str) -> AssetVersion | None:
+        """The earliest version of `kind/name` holding content `digest`, or None."""
         with read(self._engine) as conn:
             row = conn.execute(select(AssetVersionRow).where(
-                AssetVersionRow.kind == kind, AssetVersionRow.name == name, AssetVersionRow.digest == digest)).first()
+                AssetVersionRow.kind == kind, AssetVersionRow.name == name, AssetVersionRow.digest == digest)
+                .order_by(AssetVersionRow.version).limit(1)).first()
         return _version(row) if row else None
 
     def list(self, kind: str | None = None) -> list[AssetVersion]:
@@ -311,7 +282,7 @@ class Registry:
         """Every version and every alias move of one asset, oldest first."""
         r = parse_ref(ref)
         events = [{"at": v.created_at, "event": "version", "version": v.version, "parent": v.parent,
-                   "digest": v.digest, "who": v.created_by, "message": v.message, "run_id": v.run_id}
+                   "same_as": v.same_as, "digest": v.digest, "who": v.created_by, "message": v.message, "run_id": v.run_id}
                   for v in self.versions(r.base)]
         with read(self._engine) as conn:
             for e in conn.execute(select(AliasEventRow).where(
@@ -354,7 +325,19 @@ class Registry:
 
 
 def _digest(kind: str, spec: dict, file_digests: dict[str, str]) -> str:
-    return hashlib.sha256(canonical_json({"kind": kind, "spec": spec, "files": file_digests}).encode()).hexdigest()
+    return sha256_json({"kind": kind, "spec": spec, "files": file_digests})
+
+
+def _lock_assets(conn, assets: set[tuple[str, str]]) -> None:
+    """Serialise pushes to the same asset so version numbers never collide.
+
+    SQLite's BEGIN IMMEDIATE already holds the one write lock; PostgreSQL takes a transaction-scoped
+    advisory lock per asset, in sorted order so two multi-asset pushes cannot deadlock.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    for kind, name in sorted(assets):
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"llmops-asset:{kind}/{name}"})
 
 
 def _flatten(obj, prefix: str = "") -> dict[str, object]:

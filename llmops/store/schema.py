@@ -74,12 +74,13 @@ class AssetVersionRow(Base):
     meta: Mapped[str | None] = mapped_column(Text)  # how it was made (timings, …): not part of the digest
     message: Mapped[str | None] = mapped_column(Text)
     parent: Mapped[int | None] = mapped_column(Integer)
+    same_as: Mapped[int | None] = mapped_column(Integer)  # a revert: the earliest version with this content
     created_at: Mapped[float] = mapped_column(Float)
     created_by: Mapped[str] = mapped_column(String(255))
     run_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("runs.id"))
     __table_args__ = (
         UniqueConstraint("kind", "name", "version", name="uq_asset_version"),
-        UniqueConstraint("kind", "name", "digest", name="uq_asset_digest"),
+        Index("ix_asset_digest", "kind", "name", "digest"),
     )
 
 

@@ -1,4 +1,9 @@
-"""YAML in, with line numbers out: loading user spec files and mapping pydantic errors to lines.
+"""YAML in, with line numbers out: the one loader of every user spec file (prompts, chains, ingestion
+specs, eval suites, fine-tuning jobs), and the mapping of pydantic errors to lines.
+
+Bounded cost: specs are shared and may be run by the server, so a hostile file must fail fast. A
+document over `MAX_BYTES`, nested deeper than `MAX_DEPTH`, or whose aliases expand to more than
+`MAX_NODES` nodes ("billion laughs") is refused before anything is built from it.
 
 Why not plain ``yaml.safe_load``: users fix files by line, and pydantic only knows a field path such
 as ``variables.question.type``. We compose the YAML node tree once (safe loader), build the data
@@ -22,9 +27,13 @@ import yaml
 
 from llmops.errors import SpecError
 
-__all__ = ["SourceMap", "format_loc", "load_yaml", "load_yaml_file", "spec_error_from_validation", "suggest"]
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "SourceMap", "format_loc", "load_yaml", "load_yaml_file",
+           "spec_error_from_validation", "suggest"]
 
 Loc = tuple[Any, ...]
+MAX_BYTES = 4 << 20     # a spec of a few MB is already a dataset: point at a JSONL file instead
+MAX_NODES = 200_000     # nodes after expanding aliases
+MAX_DEPTH = 64          # mappings and sequences inside each other
 
 
 @dataclass(frozen=True)
@@ -78,9 +87,14 @@ def load_yaml(text: str, file: str | None = None) -> tuple[dict[str, Any], Sourc
     Raises SpecError naming the file and line for malformed YAML, duplicate keys, or a document
     that is not a mapping.
     """
+    if len(text) > MAX_BYTES:
+        raise SpecError(f"file is {len(text):,} characters; spec files are limited to {MAX_BYTES:,}",
+                        file=file, fix="keep data in a JSONL file and point the spec at it")
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _check_size(node, file)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -96,6 +110,8 @@ def load_yaml(text: str, file: str | None = None) -> tuple[dict[str, Any], Sourc
         raise SpecError(f"malformed YAML: {problem}", file=file, line=line, fix=fix) from exc
     except yaml.YAMLError as exc:
         raise SpecError(f"malformed YAML: {exc}", file=file) from exc
+    except RecursionError:
+        raise SpecError(f"YAML nested too deeply (limit {MAX_DEPTH} levels)", file=file) from None
     finally:
         loader.dispose()
     if not isinstance(node, yaml.MappingNode) or not isinstance(data, dict):
@@ -105,6 +121,28 @@ def load_yaml(text: str, file: str | None = None) -> tuple[dict[str, Any], Sourc
     where = SourceMap(file)
     _walk(node, (), where)
     return data, where
+
+
+def _check_size(root: yaml.Node, file: str | None) -> None:
+    """Refuse alias bombs and deep nesting by counting nodes as the data would expand them, stopping early."""
+    count = 0
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise SpecError(f"YAML expands to more than {MAX_NODES:,} values (nested aliases?)",
+                            file=file, line=root.start_mark.line + 1,
+                            fix="write the values out instead of repeating anchors (&name / *name)")
+        if depth > MAX_DEPTH:
+            raise SpecError(f"YAML nested more than {MAX_DEPTH} levels deep", file=file,
+                            line=node.start_mark.line + 1, fix="flatten the structure")
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.append((key, depth + 1))
+                stack.append((value, depth + 1))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, depth + 1) for item in node.value)
 
 
 def load_yaml_file(path: str | Path) -> tuple[dict[str, Any], SourceMap]:
