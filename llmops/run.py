@@ -8,17 +8,16 @@ process is alive.
 
 from __future__ import annotations
 
-import json
-import math
 import threading
 import time
-from numbers import Real
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmops.artifacts import check_name
 from llmops.errors import InvalidValue, ParamConflict
 from llmops.store import runs as run_store
+from llmops.store.values import check_key, check_step, metric_value, text_value
 
 if TYPE_CHECKING:
     from llmops.store.registry import AssetVersion
@@ -28,12 +27,10 @@ FLUSH_EVERY_ROWS = 2000
 FLUSH_EVERY_SECONDS = 2.0
 
 
-def _param_text(value) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, sort_keys=True, default=str)
-    return str(value)
+def _items(values: object, what: str) -> list:
+    if not isinstance(values, Mapping):
+        raise InvalidValue(f"{what} must be a dict of key -> value, got {type(values).__name__}")
+    return list(values.items())
 
 
 class Run:
@@ -59,11 +56,16 @@ class Run:
         self.log_params({key: value})
 
     def log_params(self, params: dict) -> None:
-        """Params are write-once: the same value again is fine, a different one raises ParamConflict."""
+        """Params are write-once: the same value again is fine, a different one raises ParamConflict.
+
+        Every key and value is checked first (llmops.store.values): one bad item raises InvalidValue
+        and none of the call's params is kept, so nothing bad reaches the buffered batch.
+        """
+        items = [(check_key(k, "param"), v) for k, v in _items(params, "params")]
+        items = [(k, text_value(k, v, "param")) for k, v in items]
         with self._lock:
             fresh = []
-            for key, value in params.items():
-                text = _param_text(value)
+            for key, text in items:
                 old = self._params.get(key)
                 if old is not None and old != text:
                     raise ParamConflict(
@@ -82,21 +84,24 @@ class Run:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Append one point per key; without `step`, each key counts its own steps 0, 1, 2, …"""
         now = time.time()
+        items = [(check_key(k, "metric"), v) for k, v in _items(metrics, "metrics")]
+        items = [(k, metric_value(k, v)) for k, v in items]
         with self._lock:
-            for key, value in metrics.items():
-                if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(float(value)):
-                    raise InvalidValue(f"metric {key!r} must be a number, got {value!r}")
-                s = step if step is not None else self._steps.get(key, -1) + 1
+            points = [(k, v, check_step(k, step if step is not None else self._steps.get(k, -1) + 1), now)
+                      for k, v in items]
+            for key, _, s, _ in points:
                 self._steps[key] = max(s, self._steps.get(key, -1))
-                self._pending_metrics.append((key, float(value), int(s), now))
+            self._pending_metrics.extend(points)
         self._maybe_flush()
 
     def set_tag(self, key: str, value) -> None:
         self.set_tags({key: value})
 
     def set_tags(self, tags: dict) -> None:
+        items = [(check_key(k, "tag"), v) for k, v in _items(tags, "tags")]
+        items = [(k, text_value(k, v, "tag")) for k, v in items]
         with self._lock:
-            self._pending_tags.update({k: _param_text(v) for k, v in tags.items()})
+            self._pending_tags.update(items)
         self._maybe_flush()
 
     def log_artifact(self, data: bytes | str | Path, name: str | None = None) -> str:
@@ -126,7 +131,11 @@ class Run:
             self.flush()
 
     def flush(self, finish: tuple[str, str | None] | None = None) -> None:
-        """Write everything buffered, in one transaction; also refreshes the heartbeat (or ends the run)."""
+        """Write everything buffered, in one transaction; also refreshes the heartbeat (or ends the run).
+
+        A row the store refuses is left out and logged, never the rest of the batch; when the store
+        itself fails (down, locked) the whole batch stays buffered for the next flush.
+        """
         with self._lock:
             params, metrics = self._pending_params, self._pending_metrics
             tags, edges = self._pending_tags, self._pending_edges
@@ -134,8 +143,6 @@ class Run:
             try:
                 run_store.flush(self._ws.engine, self.id, params=params, metrics=metrics, tags=tags,
                                 edges=edges, heartbeat=time.time(), finish=finish)
-            except ParamConflict:
-                raise
             except BaseException:
                 # keep the batch so a later flush can still write it
                 self._pending_params = params + self._pending_params
@@ -149,7 +156,7 @@ class Run:
         try:
             self.flush(finish=(status, error))
         except BaseException:
-            # the buffer could not be written (e.g. a param conflict): still record how the run ended
+            # the store failed while writing the last batch: still record how the run ended
             run_store.finish(self._ws.engine, self.id, status="failed" if status == "finished" else status,
                              error=error or "could not write the run's last batch", now=time.time())
             raise

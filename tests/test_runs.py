@@ -83,5 +83,25 @@ def test_get_run_by_prefix_and_unknown(store_ws):
     with store_ws.start_run("r") as run:
         pass
     assert store_ws.get_run(run.id[:16]).id == run.id
-    with pytest.raises(RunNotFound, match="llmops runs list"):
+    with pytest.raises(RunNotFound, match="no run with id 'doesnotexist'") as info:
         store_ws.get_run("doesnotexist")
+    assert "llmops" not in str(info.value)  # the store names no CLI command; the CLI adds the hint
+
+
+@pytest.mark.parametrize("pattern", ["______", "%%%%%%", "0_____", "%", "______" + "_" * 26])
+def test_like_wildcards_are_not_run_id_prefixes(store_ws, pattern):
+    with store_ws.start_run("r"):
+        pass
+    with pytest.raises(RunNotFound, match="no run with id"):
+        store_ws.get_run(pattern)
+
+
+def test_an_ambiguous_prefix_says_so(store_ws):
+    ids = []
+    for _ in range(2):
+        with store_ws.start_run("r") as run:
+            ids.append(run.id)
+    common = next(i for i in range(32) if ids[0][i] != ids[1][i])
+    if common >= 6:
+        with pytest.raises(RunNotFound, match="matches several runs"):
+            store_ws.get_run(ids[0][:common])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import Callable, Iterable
 
 from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from llmops.errors import ParamConflict, RunNotFound
 from llmops.store import search
@@ -18,6 +19,8 @@ from llmops.store.engine import read, write
 from llmops.store.lineage import add_edges
 from llmops.store.schema import MetricRow, ParamRow, RunArtifactRow, RunRow, TagRow
 
+log = logging.getLogger(__name__)
+MIN_PREFIX = 6
 HOST = socket.gethostname()
 
 
@@ -69,6 +72,18 @@ class RunInfo:
         }
 
 
+def _clip(text: str) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 80 else shown[:77] + "...'"
+
+
+def _text(value) -> str:
+    """Keys and values as text: older releases let SQLite store bytes, which no reader can print."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", errors="backslashreplace")
+    return value if isinstance(value, str) else str(value)
+
+
 def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
 
@@ -109,32 +124,88 @@ def _upsert(conn, table, rows: list[dict], keys: list[str], update_cols: list[st
 
 def flush(engine: Engine, run_id: str, *, params: list[tuple[str, str]], metrics: list[tuple[str, float, int, float]],
           tags: dict[str, str], edges: list[tuple[str, str, str]], heartbeat: float,
-          finish: tuple[str, str | None] | None = None) -> None:
-    """Write one batch in one transaction. Params are write-once: a clash with a stored value raises ParamConflict.
+          finish: tuple[str, str | None] | None = None) -> list[str]:
+    """Write one batch in one transaction; returns a description of each row the database refused.
 
-    `finish=(status, error)` also ends the run, in the same transaction (one commit per short run's end).
+    Rows are checked when they are logged (llmops.store.values), so a refusal here is a last line of
+    defence: the batch is retried row by row, each in a savepoint, and only the refused rows are left
+    out (and logged), never the batch. A store that is down or locked (OperationalError) fails the whole
+    flush instead, so the caller keeps its buffer and tries again. Params are write-once: a param whose
+    stored value differs is one of the refused rows. `finish=(status, error)` also ends the run, in the
+    same transaction (one commit per short run's end).
     """
+    rows = _batch_rows(run_id, params, metrics, tags, edges)
+    refused: list[str] = []
     with write(engine) as conn:
-        if params:
-            try:
-                with conn.begin_nested():
-                    conn.execute(insert(ParamRow), [{"run_id": run_id, "key": k, "value": v} for k, v in params])
-            except IntegrityError:
-                _insert_params_checked(conn, run_id, params)
-        if metrics:
-            conn.execute(insert(MetricRow), [
-                {"run_id": run_id, "key": k, "value": v, "step": s, "timestamp": t} for k, v, s, t in metrics
-            ])
-        if tags:
-            _upsert(conn, TagRow, [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
-                    ["run_id", "key"], ["value"])
-        if edges:
-            add_edges(conn, edges, heartbeat)
+        try:
+            with conn.begin_nested():
+                for write_row in _batch_writers(conn, rows, heartbeat):
+                    write_row()
+        except OperationalError:
+            raise
+        except Exception:
+            refused = _write_row_by_row(conn, run_id, rows, heartbeat)
+        values = {"heartbeat_at": heartbeat}
         if finish is not None:
-            conn.execute(update(RunRow).where(RunRow.id == run_id).values(
-                status=finish[0], error=finish[1], ended_at=heartbeat, heartbeat_at=heartbeat))
-        else:
-            conn.execute(update(RunRow).where(RunRow.id == run_id).values(heartbeat_at=heartbeat))
+            values.update(status=finish[0], error=finish[1], ended_at=heartbeat)
+        conn.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
+    for what in refused:
+        log.warning("run %s: the store refused %s; the rest of the batch was written", run_id, what)
+    return refused
+
+
+def _batch_rows(run_id, params, metrics, tags, edges) -> list[tuple[str, str, object]]:
+    """(table, description, row) for every row of a batch."""
+    out: list[tuple[str, str, object]] = []
+    out += [("param", f"param {k!r}", {"run_id": run_id, "key": k, "value": v}) for k, v in params]
+    out += [("metric", f"metric {k!r} step {s}", {"run_id": run_id, "key": k, "value": v, "step": s, "timestamp": t})
+            for k, v, s, t in metrics]
+    out += [("tag", f"tag {k!r}", {"run_id": run_id, "key": k, "value": v}) for k, v in tags.items()]
+    out += [("edge", f"lineage edge {e!r}", e) for e in edges]
+    return out
+
+
+def _batch_writers(conn, rows, now: float):
+    """One callable per table, writing all of the batch's rows of that table."""
+    by_table: dict[str, list] = {}
+    for table, _, row in rows:
+        by_table.setdefault(table, []).append(row)
+    return [lambda t=t, r=r: _write(conn, t, r, now) for t, r in by_table.items()]
+
+
+def _write(conn, table: str, rows: list, now: float) -> None:
+    if table == "param":
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(ParamRow), rows)
+        except IntegrityError:
+            _insert_params_checked(conn, rows[0]["run_id"], [(r["key"], r["value"]) for r in rows])
+    elif table == "metric":
+        conn.execute(insert(MetricRow), rows)
+    elif table == "tag":
+        _upsert(conn, TagRow, rows, ["run_id", "key"], ["value"])
+    else:
+        add_edges(conn, rows, now)
+
+
+def _write_row_by_row(conn, run_id: str, rows, now: float) -> list[str]:
+    """Write each row in its own savepoint; return what was refused. A store that is down still raises."""
+    refused = []
+    for table, what, row in rows:
+        try:
+            with conn.begin_nested():
+                _write(conn, table, [row], now)
+        except OperationalError:
+            raise
+        except Exception as exc:
+            refused.append(f"{what} ({_reason(exc)})")
+    return refused
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {text[0] if text else ''}"[:200]
 
 
 def _insert_params_checked(conn, run_id: str, params: list[tuple[str, str]]) -> None:
@@ -173,7 +244,7 @@ def _latest_metrics(conn, run_ids: list[str]) -> dict[str, dict[str, float]]:
     ).where(MetricRow.run_id.in_(run_ids)).subquery()
     out: dict[str, dict[str, float]] = {rid: {} for rid in run_ids}
     for rid, key, value in conn.execute(select(ranked.c.run_id, ranked.c.key, ranked.c.value).where(ranked.c.rn == 1)):
-        out[rid][key] = value
+        out[rid][_text(key)] = value
     return out
 
 
@@ -186,23 +257,23 @@ def load(engine: Engine, rows: Iterable, lost_after: float, now: float) -> list[
         metrics = _latest_metrics(conn, ids)
         params = {rid: {} for rid in ids}
         for rid, k, v in conn.execute(select(ParamRow.run_id, ParamRow.key, ParamRow.value).where(ParamRow.run_id.in_(ids))):
-            params[rid][k] = v
+            params[rid][_text(k)] = _text(v)
         tags = {rid: {} for rid in ids}
         for rid, k, v in conn.execute(select(TagRow.run_id, TagRow.key, TagRow.value).where(TagRow.run_id.in_(ids))):
-            tags[rid][k] = v
+            tags[rid][_text(k)] = _text(v)
         arts = {rid: {} for rid in ids}
         for rid, k, v in conn.execute(
                 select(RunArtifactRow.run_id, RunArtifactRow.name, RunArtifactRow.digest).where(RunArtifactRow.run_id.in_(ids))):
-            arts[rid][k] = v
+            arts[rid][_text(k)] = v
 
     def history_of(run_id: str) -> Callable[[str], list[MetricPoint]]:
         return lambda key: metric_history(engine, run_id, key)
 
     return [
         RunInfo(
-            id=r.id, name=r.name, kind=r.kind, status=r.status, parent_id=r.parent_id,
+            id=r.id, name=_text(r.name), kind=_text(r.kind), status=r.status, parent_id=r.parent_id,
             started_at=_dt(r.started_at), ended_at=_dt(r.ended_at), heartbeat_at=_dt(r.heartbeat_at),
-            user=r.user, host=r.host, pid=r.pid, error=r.error,
+            user=_text(r.user), host=_text(r.host), pid=r.pid, error=r.error,
             params=params[r.id], metrics=metrics[r.id], tags=tags[r.id], artifacts=arts[r.id],
             lost=is_lost(r, now, lost_after), _history=history_of(r.id),
         )
@@ -211,13 +282,19 @@ def load(engine: Engine, rows: Iterable, lost_after: float, now: float) -> list[
 
 
 def get(engine: Engine, run_id: str, lost_after: float, now: float) -> RunInfo:
-    """One run by id, or by a unique prefix of at least 6 characters (as `git` does)."""
+    """One run by id, or by a unique prefix of at least 6 hex digits (as `git` does).
+
+    Run ids are lowercase hex, so a prefix is matched only when it is hex: `______` or `%` (LIKE
+    wildcards) never match anything.
+    """
     with read(engine) as conn:
         rows = conn.execute(select(RunRow).where(RunRow.id == run_id)).all()
-        if not rows and len(run_id) >= 6:
+        if not rows and MIN_PREFIX <= len(run_id) <= 32 and all(c in "0123456789abcdef" for c in run_id):
             rows = conn.execute(select(RunRow).where(RunRow.id.like(f"{run_id}%")).limit(2)).all()
-    if len(rows) != 1:
-        raise RunNotFound(f"no run with id {run_id!r}; list runs with `llmops runs list`")
+    if len(rows) > 1:
+        raise RunNotFound(f"run id prefix {run_id!r} matches several runs; give more of the id")
+    if not rows:
+        raise RunNotFound(f"no run with id {_clip(run_id)}")
     return load(engine, rows, lost_after, now)[0]
 
 
