@@ -26,8 +26,9 @@ from llmops.run import Run
 from llmops.store import lineage as lineage_store
 from llmops.store import migrate
 from llmops.store import runs as run_store
-from llmops.store.engine import default_url, make_engine
+from llmops.store.engine import default_url, is_read_only, make_engine, sqlite_path
 from llmops.store.registry import Registry, who
+from llmops.store.values import check_key
 
 log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL = 5.0
@@ -39,25 +40,52 @@ def new_run_id() -> str:
     return f"{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
 
 
+def _shown(engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _make_home(home: Path) -> None:
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"cannot create the workspace folder {home}: a part of that path is a file; "
+                          "point --workspace at a folder") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create the workspace folder {home}: {exc.strerror or exc}; "
+                          "choose a folder you can write") from None
+
+
 class Workspace:
     """Store + artifacts + registries, rooted at one folder."""
 
-    def __init__(self, path: str | os.PathLike = ".", store_url: str | None = None, *,
+    def __init__(self, path: str | os.PathLike = ".", store_url: str | None = None, *, create: bool = True,
                  heartbeat_interval: float = HEARTBEAT_INTERVAL, lost_after: float = LOST_AFTER):
+        """Open the workspace at `path`; `create=False` refuses (ConfigError) to make one where none is,
+        and creates nothing. A workspace this process cannot write is opened read-only."""
         root = Path(path).expanduser().resolve()
         if root.exists() and not root.is_dir():
             raise ConfigError(f"workspace {root} is a file; point --workspace at a folder")
         home = root / ".llmops"
         url = store_url or default_url(home)
-        engine = make_engine(url)  # validates the URL before anything is created
-        home.mkdir(parents=True, exist_ok=True)
+        db = sqlite_path(url)
+        if not create and db is not None and not db.is_file():
+            raise ConfigError(f"no llmops workspace at {root}" + ("" if home.is_dir() else " (no .llmops folder there)"))
+        read_only = db is not None and db.exists() and is_read_only(db)
+        engine = make_engine(url, read_only=read_only)  # validates the URL before anything is created
+        if create:
+            _make_home(home)
         try:
+            if not create and migrate.current_revision(engine) is None:
+                raise ConfigError(f"no llmops store at {_shown(engine)}; create one with create=True")
             migrate.upgrade(engine)
+        except ConfigError:
+            engine.dispose()
+            raise
         except (OperationalError, DBAPIError) as exc:
             engine.dispose()
-            raise ConfigError(f"cannot open the store at {engine.url.render_as_string(hide_password=True)}: "
+            raise ConfigError(f"cannot open the store at {_shown(engine)}: "
                               f"{exc.orig or exc}; check LLMOPS_STORE_URL and that the database is running") from None
-        self.root, self.home, self.engine = root, home, engine
+        self.root, self.home, self.engine, self.read_only = root, home, engine, read_only
         self.heartbeat_interval, self.lost_after = heartbeat_interval, lost_after
         self.artifacts = ArtifactStore(home / "artifacts")
         self._active: ContextVar[Run | None] = ContextVar(f"llmops-active-run-{id(self)}", default=None)
@@ -67,7 +95,7 @@ class Workspace:
         self.registry = Registry(engine, self.artifacts, self.active_run)
 
     def __repr__(self) -> str:
-        return f"<Workspace {self.root} store={self.engine.url.render_as_string(hide_password=True)}>"
+        return f"<Workspace {self.root} store={_shown(self.engine)}>"
 
     def close(self) -> None:
         self._closed.set()
@@ -89,6 +117,8 @@ class Workspace:
 
         A run started inside another records it as parent.
         """
+        check_key(name, "run", noun="name")
+        check_key(kind, "run", limit=64, noun="kind")
         parent = self._active.get()
         run = Run(self, new_run_id(), name, kind, parent.id if parent else None)
         run_store.create(self.engine, run_id=run.id, name=name, kind=kind, parent_id=run.parent_id,

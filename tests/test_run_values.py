@@ -110,3 +110,16 @@ def test_old_rows_with_bytes_keys_or_missing_values_are_still_readable(ws):
     assert info.metrics == {"acc": 0.5, "k": 2.0}
     assert [r.id for r in ws.search_runs()] == [run.id]
     assert info.to_dict()["params"] == {"raw\\xff": "v"}
+
+
+@pytest.mark.parametrize("name, kind, message", [
+    (None, "custom", "run name None is a NoneType"),
+    ("x" * 256, "custom", "the limit is 255"),
+    ("ok", "k" * 65, "the limit is 64"),
+    ("a\x00b", "custom", "contains a NUL"),
+])
+def test_bad_run_names_are_refused_before_anything_is_stored(store_ws, name, kind, message):
+    with pytest.raises(InvalidValue, match=message):
+        with store_ws.start_run(name, kind=kind):
+            pass
+    assert store_ws.search_runs() == []

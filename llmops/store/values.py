@@ -51,14 +51,14 @@ def check_text(text: str, what: str, limit: int) -> str:
     return text
 
 
-def check_key(key: object, what: str) -> str:
-    """A param, metric or tag key: a non-empty string of at most MAX_KEY characters."""
+def check_key(key: object, what: str, limit: int = MAX_KEY, noun: str = "key") -> str:
+    """A param, metric or tag key (or a run's name or kind): a non-empty string of at most `limit` characters."""
     if not isinstance(key, str):
-        raise InvalidValue(f"{what} key {_clip(key)} is a {type(key).__name__}; keys are strings of "
-                           f"1..{MAX_KEY} characters, e.g. 'learning_rate'")
+        raise InvalidValue(f"{what} {noun} {_clip(key)} is a {type(key).__name__}; {noun}s are strings of "
+                           f"1..{limit} characters, e.g. 'learning_rate'")
     if not key:
-        raise InvalidValue(f"{what} key is empty; keys are strings of 1..{MAX_KEY} characters")
-    return check_text(key, f"{what} key {_clip(key)}", MAX_KEY)
+        raise InvalidValue(f"{what} {noun} is empty; {noun}s are strings of 1..{limit} characters")
+    return check_text(key, f"{what} {noun} {_clip(key)}", limit)
 
 
 def text_value(key: str, value: object, what: str) -> str:
