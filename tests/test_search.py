@@ -77,3 +77,35 @@ def test_syntax_errors_point_at_column(store_ws, flt, column, message):
     assert info.value.column == column
     assert message in str(info.value)
     assert str(info.value).splitlines()[-1].index("^") == column - 1 + 2  # two spaces of indent
+
+
+@pytest.mark.parametrize("flt, column, message", [
+    ("(" * 60 + "metrics.acc > 1" + ")" * 60, 51, "nests more than 50 parentheses or NOTs"),
+    ("NOT " * 300 + "metrics.acc > 1", 201, "nests more than 50"),
+    (" OR ".join(["metrics.acc > 1"] * 201), 200 * 19 + 1, "more than 200 comparisons"),
+    ("params.lr IN (" + ", ".join(["'x'"] * 1001) + ")", 14 + 1000 * 5 + 1, "at most 1000 values"),
+    ("metrics.acc > 99999999999999999999" + "9" * 400, 15, "is out of range"),
+    ("metrics.acc > -1e400", 15, "is out of range"),
+    ("attributes.started_at > 1e999", 25, "is out of range"),
+    ("metrics.acc > " + "9" * 5000, 15, "is out of range"),
+    ("params.x = 'a'" + " " * 10_000, 10_001, "longer than 10000 characters"),
+])
+def test_hostile_filters_are_refused_at_a_column(store_ws, flt, column, message):
+    with pytest.raises(FilterSyntaxError) as info:
+        store_ws.search_runs(flt)
+    assert info.value.column == column and message in str(info.value)
+
+
+def test_big_numbers_in_range_still_work(store_ws, runs):
+    assert names(store_ws, "metrics.acc < 99999999999999999999") == ["a", "b", "c"]
+    assert names(store_ws, "params.lr != 99999999999999999999") == ["a", "b", "c", "d"]
+    assert names(store_ws, " OR ".join(["tags.team = 'ads'"] * 200)) == ["c", "d"]
+    assert names(store_ws, "(" * 50 + "tags.team = 'ads'" + ")" * 50) == ["c", "d"]
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2**31, 99999999999999999999, True, 1.5, "3"])
+def test_limit_out_of_range_is_refused(store_ws, limit):
+    from llmops.errors import InvalidValue
+
+    with pytest.raises(InvalidValue, match="give a whole number 1..2147483647"):
+        store_ws.search_runs(limit=limit)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from numbers import Integral
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable
@@ -13,7 +14,7 @@ from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from llmops.errors import ParamConflict, RunNotFound
+from llmops.errors import InvalidValue, ParamConflict, RunNotFound
 from llmops.store import search
 from llmops.store.engine import read, write
 from llmops.store.lineage import add_edges
@@ -21,6 +22,7 @@ from llmops.store.schema import MetricRow, ParamRow, RunArtifactRow, RunRow, Tag
 
 log = logging.getLogger(__name__)
 MIN_PREFIX = 6
+MAX_LIMIT = 2**31 - 1
 HOST = socket.gethostname()
 
 
@@ -72,7 +74,7 @@ class RunInfo:
         }
 
 
-def _clip(text: str) -> str:
+def _clip(text: object) -> str:
     shown = repr(text)
     return shown if len(shown) <= 80 else shown[:77] + "...'"
 
@@ -309,6 +311,9 @@ def metric_history(engine: Engine, run_id: str, key: str) -> list[MetricPoint]:
 
 
 def search_runs(engine: Engine, filter: str | None, order_by, limit: int | None, lost_after: float, now: float) -> list[RunInfo]:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, Integral)
+                              or not 1 <= limit <= MAX_LIMIT):
+        raise InvalidValue(f"limit {_clip(limit)} is not allowed: give a whole number 1..{MAX_LIMIT}")
     where = search.compile_filter(filter)
     stmt = select(RunRow)
     if where is not None:

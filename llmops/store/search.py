@@ -11,10 +11,15 @@
 Example: `metrics.accuracy >= 0.9 AND (params.lr IN ('1e-3', '3e-4') OR tags.team LIKE 'search%')`.
 Metrics compare as numbers (their latest value); params and tags as strings; `attributes.started_at`
 takes epoch seconds or an ISO date. Every mistake raises FilterSyntaxError pointing at its column.
+
+Cost is bounded, since filters may come from anyone who can reach the server: at most MAX_LENGTH
+characters, MAX_TERMS comparisons, MAX_DEPTH nested parentheses or NOTs, MAX_IN values in one IN list,
+and numbers within float range.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -34,6 +39,10 @@ _TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
+MAX_LENGTH = 10_000
+MAX_TERMS = 200
+MAX_DEPTH = 50
+MAX_IN = 1000
 _KEYWORDS = {"AND", "OR", "NOT", "IN", "LIKE", "ASC", "DESC"}
 _PREFIXES = {"metrics": "metrics", "metric": "metrics", "params": "params", "param": "params",
              "tags": "tags", "tag": "tags", "attributes": "attributes", "attribute": "attributes", "attr": "attributes"}
@@ -52,6 +61,8 @@ class Token:
 
 
 def tokenize(text: str) -> list[Token]:
+    if len(text) > MAX_LENGTH:
+        raise FilterSyntaxError(f"filter is longer than {MAX_LENGTH} characters", text[:MAX_LENGTH + 1], MAX_LENGTH + 1)
     tokens, pos = [], 0
     while pos < len(text):
         if text[pos:].strip() == "":
@@ -64,7 +75,10 @@ def tokenize(text: str) -> list[Token]:
         raw = m.group(kind)
         col = m.start(kind) + 1
         if kind == "number":
-            value: object = float(raw) if any(c in raw for c in ".eE") else int(raw)
+            value: object = float(raw)  # compared as a float (metrics, times); params and tags use the text
+            if not math.isfinite(value):
+                raise FilterSyntaxError(f"number {raw[:20]}{'...' if len(raw) > 20 else ''} is out of range "
+                                        "(numbers must fit a 64-bit float)", text, col)
         elif kind == "string":
             value = raw[1:-1].replace("''", "'") if raw[0] == "'" else re.sub(r"\\(.)", r"\1", raw[1:-1])
         elif kind == "backtick":
@@ -84,6 +98,8 @@ class _Parser:
         self.text = text
         self.tokens = tokenize(text)
         self.i = 0
+        self.depth = 0
+        self.terms = 0
 
     def error(self, message: str, token: Token | None = None):
         token = token or self.peek()
@@ -131,11 +147,18 @@ class _Parser:
         return parts[0] if len(parts) == 1 else and_(*parts)
 
     def parse_not(self):
-        if self.accept("keyword", "NOT"):
-            return not_(self.parse_not())
-        if self.accept("op", "("):
-            expr = self.parse_or()
-            self.expect("op", ")", "')'")
+        tok = self.peek()
+        if tok.kind == "keyword" and tok.value == "NOT" or tok.kind == "op" and tok.value == "(":
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise self.error(f"filter nests more than {MAX_DEPTH} parentheses or NOTs")
+            self.take()
+            if tok.value == "NOT":
+                expr = not_(self.parse_not())
+            else:
+                expr = self.parse_or()
+                self.expect("op", ")", "')'")
+            self.depth -= 1
             return expr
         return self.parse_comparison()
 
@@ -169,6 +192,9 @@ class _Parser:
         return tok.value
 
     def parse_comparison(self):
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise self.error(f"filter has more than {MAX_TERMS} comparisons")
         prefix, key, _ = self.parse_ident()
         column = _column(prefix, key)
         negate = bool(self.accept("keyword", "NOT"))
@@ -176,6 +202,8 @@ class _Parser:
             self.expect("op", "(", "'(' after IN")
             values = [self.parse_value(prefix, key)]
             while self.accept("op", ","):
+                if len(values) >= MAX_IN:
+                    raise self.error(f"an IN list holds at most {MAX_IN} values")
                 values.append(self.parse_value(prefix, key))
             self.expect("op", ")", "')' to close the IN list")
             expr = column.in_(values)
