@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from llmops.errors import SpecError
-from llmops.prompts.chain_spec import ChainSpec, check_chain, load_chain_spec, split_ref
+from llmops.chains import ChainSpec, check_chain, load_chain_spec
+from llmops.store.refs import parse_ref
 from llmops.prompts.spec import load_prompt_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +33,7 @@ def resolver(chains: dict[str, ChainSpec] | None = None, missing: tuple[str, ...
     prompts = {"rag": RAG_PROMPT, "sum": SUMMARY_PROMPT}
 
     def resolve(kind: str, ref: str):
-        name, _ = split_ref(ref, kind)
+        name = parse_ref(ref, default_kind=kind).name
         if name in missing:
             return None
         if kind == "prompt":

@@ -230,8 +230,7 @@ def test_chain_may_use_a_prompt_already_in_the_registry(ws, folder, tmp_path):
                            "  - {name: g, type: generate, model: smollm2}\n")
     (av,) = ws.prompts.push_folder([other / "c.yaml"])
     assert av.ref == "chain/sum@1"
-    _, spec, plan = ws.prompts.chain("sum@1")
-    assert plan.wiring == {"p": {"text": "text"}, "g": {"prompt": "p"}}
+    assert ws.chains.get("sum@1").plan.wiring == {"p": {"text": "text"}, "g": {"prompt": "p"}}
 
 
 def test_chain_refs_to_an_alias_that_does_not_exist_are_refused(ws, folder):

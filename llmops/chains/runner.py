@@ -1,31 +1,32 @@
 """Chains as LangChain Runnables: `ws.chains.load("rag-qa@production").invoke({"question": ...})`.
 
 Loading a chain resolves every ref it names (the chain, its prompts, index, model, adapter and
-sub-chains) to one pinned version, once: an alias that moves later never changes a loaded chain.
-Each call is a run of kind `chain` with `used` edges to exactly those versions, its inputs and
-output as tags, and per-step latency and token counts as metrics; the result carries the run id.
+sub-chains) to one pinned version, once (each step's `pin`): an alias that moves later never
+changes a loaded chain. Each call is a run of kind `chain` with `used` edges to exactly those
+versions, its inputs and output as tags, and per-step latency and token counts as metrics; the
+result carries the run id. The runner follows the plan and knows no step type: each step `run`s.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import shutil
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from langchain_core.runnables import Runnable, RunnableConfig
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, ValidationError
 
-from llmops.errors import AssetNotFound, SpecError
-from llmops.prompts.chain_spec import ChainPlan, ChainSpec, GenerateStep, ParseStep, PromptStep, RetrieveStep
-from llmops.prompts.spec import value_matches
-from llmops.store.registry import AssetVersion
+from llmops.chains.plan import ChainPlan
+from llmops.chains.spec import ChainSpec, StepSpec, input_model
+from llmops.errors import SpecError
 
-_PY_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict, "any": Any}
+if TYPE_CHECKING:
+    from llmops.store.registry import AssetVersion
+
+__all__ = ["ChainResult", "LLMOpsChain", "Pinned", "Pinning", "StepCall", "Trace", "TracedDict", "TracedList",
+           "TracedStr", "traced"]
 
 
 class TracedStr(str):
@@ -67,106 +68,108 @@ class ChainResult:
 
 @dataclass
 class Pinned:
-    """A chain version with every ref it names resolved to one version (and loaded)."""
+    """A chain version with every ref it names resolved to one version; `bound[step]` is what the
+    step's `pin` returned (a compiled prompt, an index, a backend, a pinned sub-chain)."""
 
     av: AssetVersion
     spec: ChainSpec
     plan: ChainPlan
-    steps: dict[str, Any]  # step name -> step spec
-    prompts: dict[str, Any] = field(default_factory=dict)  # step -> Prompt
-    indexes: dict[str, Any] = field(default_factory=dict)  # step -> rag Index
-    backends: dict[str, Any] = field(default_factory=dict)  # step -> models Backend
-    subchains: dict[str, "Pinned"] = field(default_factory=dict)
+    bound: dict[str, Any] = field(default_factory=dict)
     used: list[AssetVersion] = field(default_factory=list)
+    subchains: list[Pinned] = field(default_factory=list)
+
+    @property
+    def steps(self) -> dict[str, StepSpec]:
+        return {s.name: s for s in self.spec.steps}
 
     def all_used(self) -> list[AssetVersion]:
         out = [self.av, *self.used]
-        for sub in self.subchains.values():
+        for sub in self.subchains:
             out += sub.all_used()
         return list(dict.fromkeys(out))
 
 
-class ChainRegistry:
-    """`ws.chains`: load chain versions as Runnables, or invoke one and get its trace."""
+@dataclass
+class Pinning:
+    """What a step's `pin` works with: the workspace, the step, and the steps pinned before it."""
 
-    def __init__(self, ws):
-        self._ws = ws
+    ws: Any
+    pinned: Pinned
+    pin_chain: Callable[[str], Pinned]
+    step: StepSpec | None = None
 
-    def load(self, ref: str) -> "LLMOpsChain":
-        return LLMOpsChain(self._ws, self.pin(ref))
+    def use(self, av: AssetVersion) -> None:
+        """Record that the chain uses this version (a `used` edge on every call)."""
+        self.pinned.used.append(av)
 
-    def invoke_traced(self, ref: str, inputs: dict) -> ChainResult:
-        chain = self.load(ref)
-        return chain.invoke_traced(chain.coerce_inputs(inputs))
+    def source(self, param: str) -> Any:
+        """What the step feeding `param` of the current step was pinned to (None for a chain input)."""
+        assert self.step is not None
+        value = self.pinned.plan.wiring[self.step.name].get(param)
+        producer = self.pinned.plan.producer(self.pinned.spec, value) if value else None
+        return self.pinned.bound.get(producer.name) if producer is not None else None
 
-    def pin(self, ref: str) -> Pinned:
-        ws = self._ws
-        av, spec, plan = ws.prompts.chain(ref, check_external=False)
-        pinned = Pinned(av=av, spec=spec, plan=plan, steps={s.name: s for s in spec.steps})
-        for step in spec.steps:
-            if isinstance(step, PromptStep):
-                prompt = ws.prompts.get(step.prompt)
-                pinned.prompts[step.name] = prompt
-                pinned.used.append(prompt.asset)
-            elif isinstance(step, RetrieveStep):
-                index = ws.rag.index(step.index)
-                pinned.indexes[step.name] = index
-                pinned.used.append(index.av)
-            elif isinstance(step, GenerateStep):
-                model_av = self._model(step.model)
-                adapter_av = ws.registry.get(_ref("adapter", step.adapter), record=False) if step.adapter else None
-                from llmops.models import load_backend
-
-                adapter_path = self._adapter_folder(adapter_av) if adapter_av else None
-                pinned.backends[step.name] = load_backend(model_av.spec, adapter_path=adapter_path)
-                pinned.used += [model_av] + ([adapter_av] if adapter_av else [])
-            elif step.type == "chain":
-                pinned.subchains[step.name] = self.pin(step.chain)
-        return pinned
-
-    def _model(self, ref: str) -> AssetVersion:
-        """A model asset; the embedded model (or a local path) is registered on first use."""
-        from llmops.models import register_model
-        from llmops.models.sources import is_local_source
-
-        try:
-            return self._ws.registry.get(_ref("model", ref), record=False)
-        except AssetNotFound:
-            if "@" in ref or not is_local_source(ref):
-                raise
-            return register_model(self._ws, ref.split("/")[-1], ref.split("/")[-1], message="registered on first use")
-
-    def _adapter_folder(self, av: AssetVersion) -> Path:
-        """The adapter's files laid out as a PEFT folder, once per digest (written atomically)."""
-        target = self._ws.home / "cache" / "adapters" / av.digest
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-            for name in av.files:
-                dest = tmp / name
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(self._ws.registry.file_path(av, name), dest)
-            try:
-                tmp.rename(target)
-            except OSError:  # another process laid it out first
-                shutil.rmtree(tmp, ignore_errors=True)
-        return target
+    def chain(self, ref: str) -> Pinned:
+        """Pin a sub-chain; its versions count as used by this chain."""
+        sub = self.pin_chain(ref)
+        self.pinned.subchains.append(sub)
+        return sub
 
 
-def _ref(kind: str, ref: str) -> str:
-    return ref if ref.startswith(f"{kind}/") else f"{kind}/{ref}"
+def pin(ws: Any, av: AssetVersion, spec: ChainSpec, plan: ChainPlan, pin_chain: Callable[[str], Pinned]) -> Pinned:
+    """Pin every step, in run order (so a step can see what feeds it)."""
+    pinned = Pinned(av=av, spec=spec, plan=plan)
+    pinning = Pinning(ws, pinned, pin_chain)
+    steps = pinned.steps
+    for name in plan.order:
+        pinning.step = steps[name]
+        pinned.bound[name] = steps[name].pin(pinning)
+    return pinned
+
+
+@dataclass
+class Trace:
+    """What one call records besides values: step latencies, tokens and retrieved documents."""
+
+    latency: dict[str, float] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "completion": 0})
+    retrieved: dict[str, list[dict]] = field(default_factory=dict)
+
+    def count_tokens(self, generation: Any) -> None:
+        self.tokens["prompt"] += generation.prompt_tokens
+        self.tokens["completion"] += generation.completion_tokens
+
+
+@dataclass
+class StepCall:
+    """What a step's `run` gets: its parameters' values, what it was pinned to, and the trace."""
+
+    chain: str            # the chain version's ref, for messages
+    step: StepSpec
+    inputs: dict[str, Any]
+    bound: Any
+    trace: Trace
+    run_chain: Callable[[Pinned, dict], Any]
+
+
+class _Captured:
+    """Iterate a generator and keep what it returns."""
+
+    def __init__(self, gen: Any):
+        self.gen, self.value = gen, None
+
+    def __iter__(self) -> Iterator[str]:
+        self.value = yield from self.gen
 
 
 class LLMOpsChain(Runnable[dict, Any]):
     """A pinned chain version as a LangChain Runnable (`invoke`, `batch`, `stream`, `ainvoke`)."""
 
-    def __init__(self, ws, pinned: Pinned):
+    def __init__(self, ws: Any, pinned: Pinned):
         self._ws = ws
         self.pinned = pinned
-        spec = pinned.spec
-        fields = {name: (_PY_TYPES.get(var.type, Any), ... if var.default is None else var.default)
-                  for name, var in spec.inputs.items()}
-        self._input_model = create_model(f"{_model_name(spec.name)}Input", **fields)
+        self._input_model = input_model(pinned.spec)
+        self._stream_plan = _stream_plan(pinned)
 
     def __repr__(self) -> str:
         return f"<LLMOpsChain {self.ref}>"
@@ -191,42 +194,37 @@ class LLMOpsChain(Runnable[dict, Any]):
     def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
         return self._input_model
 
-    def coerce_inputs(self, inputs: dict) -> dict:
-        """Check inputs against the chain's declared ones: missing, unknown or mistyped is an error."""
-        spec = self.pinned.spec
+    def coerce_inputs(self, inputs: Any) -> dict:
+        """Validate a call's inputs with the chain's input model: missing, unknown or mistyped is an error."""
+        names = ", ".join(self.pinned.spec.inputs) or "none"
         if not isinstance(inputs, dict):
-            raise SpecError(f"chain {self.ref} takes a dict of inputs ({', '.join(spec.inputs)}), got {type(inputs).__name__}")
-        unknown = sorted(set(inputs) - set(spec.inputs))
-        if unknown:
-            raise SpecError(f"chain {self.ref}: unknown input {unknown[0]!r}", fix=f"inputs are: {', '.join(spec.inputs)}")
-        out = {}
-        for name, var in spec.inputs.items():
-            if name in inputs:
-                value = inputs[name]
-                if var.type in ("int", "float") and isinstance(value, str):  # from a CLI or a form
-                    try:
-                        value = int(value) if var.type == "int" else float(value)
-                    except ValueError:
-                        pass
-                if not value_matches(var.type, value):
-                    raise SpecError(f"chain {self.ref}: input {name!r} must be {var.type}, got {type(value).__name__}")
-                out[name] = value
-            elif var.default is not None:
-                out[name] = var.default
-            else:
-                raise SpecError(f"chain {self.ref}: missing input {name!r}", fix=f"pass {name}=...")
-        return out
+            raise SpecError(f"chain {self.ref} takes a dict of inputs ({names}), got {type(inputs).__name__}")
+        try:
+            return self._input_model.model_validate(inputs).model_dump()
+        except ValidationError as exc:
+            # a misspelt name first: it usually explains the "missing" one as well
+            rank = {"extra_forbidden": 0, "missing": 1}
+            error = min(exc.errors(include_url=False), key=lambda e: rank.get(e["type"], 2))
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            if error["type"] == "missing":
+                raise SpecError(f"chain {self.ref}: missing input {name!r}", fix=f"pass {name}=...") from None
+            if error["type"] == "extra_forbidden":
+                raise SpecError(f"chain {self.ref}: unknown input {name!r}", fix=f"inputs are: {names}") from None
+            var = self.pinned.spec.inputs[name]
+            raise SpecError(f"chain {self.ref}: input {name!r} must be {var.type}, "
+                            f"got {type(inputs[name]).__name__} ({error['msg']})") from None
 
     # Runnable -------------------------------------------------------------------------
     def invoke(self, input: dict, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        return self.invoke_traced(self.coerce_inputs(input)).output
+        return self.invoke_traced(input).output
 
     def stream(self, input: dict, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         """Text deltas of the final generation as they come (concatenated, they equal `invoke`)."""
         yield from self._traced(self.coerce_inputs(input), streaming=True)
 
     def invoke_traced(self, inputs: dict) -> ChainResult:
-        gen = self._traced(inputs, streaming=False)
+        """Run once with `inputs` (validated first) and return the output with its trace."""
+        gen = self._traced(self.coerce_inputs(inputs), streaming=False)
         try:
             while True:
                 next(gen)
@@ -236,114 +234,63 @@ class LLMOpsChain(Runnable[dict, Any]):
     def _traced(self, inputs: dict, streaming: bool):
         """Run the chain inside a run; yields text deltas when streaming, returns the ChainResult."""
         ws, pinned = self._ws, self.pinned
+        trace = Trace()
         with ws.start_run(pinned.spec.name, kind="chain") as run:
             for av in pinned.all_used():
                 run.record_used(av)
             run.log_param("chain", pinned.av.ref)
             run.set_tag("inputs", json.dumps(inputs, ensure_ascii=False, default=str))
-            latency: dict[str, float] = {}
-            tokens = {"prompt": 0, "completion": 0}
-            retrieved: dict[str, list[dict]] = {}
-            output = yield from _execute(pinned, dict(inputs), latency, tokens, retrieved, streaming=streaming)
+            output = yield from _execute(pinned, dict(inputs), trace, self._stream_plan if streaming else None)
+            if streaming and self._stream_plan is None:
+                yield output
             output = traced(output, run.id)
             run.set_tag("output", json.dumps(output, ensure_ascii=False, default=str))
-            run.log_metrics({f"latency_ms.{k}": v for k, v in latency.items()})
-            run.log_metrics({"tokens.prompt": tokens["prompt"], "tokens.completion": tokens["completion"]})
+            run.log_metrics({f"latency_ms.{k}": v for k, v in trace.latency.items()})
+            run.log_metrics({"tokens.prompt": trace.tokens["prompt"], "tokens.completion": trace.tokens["completion"]})
         return ChainResult(output=output, run_id=run.id, used=[v.ref for v in pinned.all_used()],
-                           steps=latency, tokens=tokens, retrieved=retrieved)
+                           steps=trace.latency, tokens=trace.tokens, retrieved=trace.retrieved)
 
 
-def _model_name(name: str) -> str:
-    return "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", name) if part) or "Chain"
-
-
-def _execute(pinned: Pinned, values: dict, latency: dict, tokens: dict, retrieved: dict, streaming: bool):
-    """Run the plan; a generator so the final generation can stream (it yields text deltas)."""
-    plan = pinned.plan
-    final_parse = _streamable_tail(pinned) if streaming else None
-    for name in plan.order:
-        step = pinned.steps[name]
-        wiring = plan.wiring[name]
-        t0 = time.perf_counter()
-        if isinstance(step, RetrieveStep):
-            hits = pinned.indexes[name].search(str(values[wiring["query"]]), k=step.k)
-            value = retrieved[name] = [h.to_dict() for h in hits]
-        elif isinstance(step, PromptStep):
-            value = pinned.prompts[name].render_vars({var: values[src] for var, src in wiring.items()})
-        elif isinstance(step, GenerateStep):
-            value = yield from _generate(pinned, name, step, values[wiring["prompt"]], tokens,
-                                         stream=final_parse is not None and name == final_parse[0])
-        elif isinstance(step, ParseStep):
-            value = _parse(pinned, step, values[wiring["text"]])
-        else:  # a sub-chain runs inline, inside this chain's run
-            sub_inputs = {k: values[v] for k, v in wiring.items()}
-            value = yield from _execute(pinned.subchains[name], sub_inputs, latency, tokens, retrieved, streaming=False)
-        latency[name] = round((time.perf_counter() - t0) * 1000, 3)
-        values[step.out] = value
-    if final_parse is None and streaming:
-        yield values[plan.output]
-    return values[plan.output]
-
-
-def _streamable_tail(pinned: Pinned) -> tuple[str, str] | None:
-    """(generate step, parse step) when the chain ends in generate -> parse text; those can stream."""
-    plan = pinned.plan
-    last = pinned.steps[plan.order[-1]]
-    if isinstance(last, ParseStep) and last.parser == "text" and last.out == plan.output:
-        feeding = next((s for s in pinned.spec.steps if s.out == plan.wiring[last.name]["text"]), None)
-        if isinstance(feeding, GenerateStep):
-            return feeding.name, last.name
+def _stream_plan(pinned: Pinned) -> tuple[str, str | None] | None:
+    """(step that streams, step that relays its deltas as the chain output, or None), when the
+    chain's output can stream: the final step streams, or passes on the stream of the step feeding it."""
+    plan, spec = pinned.plan, pinned.spec
+    final = plan.producer(spec, plan.output)
+    if final is None:
+        return None
+    if final.streams:
+        return final.name, None
+    param = final.passes_stream()
+    feeding = plan.producer(spec, plan.wiring[final.name].get(param, "")) if param else None
+    if feeding is not None and feeding.streams:
+        return feeding.name, final.name
     return None
 
 
-def _generate(pinned: Pinned, name: str, step: GenerateStep, rendered: Any, tokens: dict, stream: bool):
-    from llmops.models import Request
+def _execute(pinned: Pinned, values: dict, trace: Trace, stream_plan: tuple[str, str | None] | None):
+    """Run the plan; a generator so the output can stream (it yields text deltas)."""
+    plan, steps = pinned.plan, pinned.steps
 
-    params = {}
-    source = next((s for s in pinned.spec.steps if s.out == pinned.plan.wiring[name]["prompt"]), None)
-    if isinstance(source, PromptStep):
-        params.update(pinned.prompts[source.name].model_params.as_dict())
-    params.update(step.params.as_dict())
-    request = Request.chat(rendered, **params) if isinstance(rendered, list) else Request.completion(str(rendered), **params)
-    backend = pinned.backends[name]
-    if stream:
-        pieces = backend.stream(request)
-        yield from _strip_stream(pieces)
-        result = pieces.result
-    else:
-        result = backend.generate(request)
-    tokens["prompt"] += result.prompt_tokens
-    tokens["completion"] += result.completion_tokens
-    return result.text
-
-
-def _strip_stream(pieces) -> Iterator[str]:
-    """Yield deltas whose concatenation equals the stripped full text (as `parse: text` returns)."""
-    started, held = False, ""
-    for piece in pieces:
-        if not started:
-            piece = piece.lstrip()
-            if not piece:
-                continue
-            started = True
-        text = held + piece
-        body = text.rstrip()
-        held = text[len(body):]
-        if body:
-            yield body
-
-
-def _parse(pinned: Pinned, step: ParseStep, text: Any) -> Any:
-    text = str(text)
-    if step.parser == "text":
-        return text.strip()
-    if step.parser == "json":
+    def run_chain(sub: Pinned, inputs: dict) -> Any:
+        gen = _execute(sub, dict(inputs), trace, None)
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"chain {pinned.av.ref} step '{step.name}': model output is not JSON ({exc}): {text[:200]!r}",
-                            fix="ask for JSON in the prompt, or parse with `parser: regex`") from None
-    match = re.search(step.pattern, text, flags=re.DOTALL)
-    if match is None:
-        raise SpecError(f"chain {pinned.av.ref} step '{step.name}': pattern {step.pattern!r} did not match {text[:200]!r}")
-    return match.group(1) if match.groups() else match.group(0)
+            while True:
+                next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+    for name in plan.order:
+        step = steps[name]
+        call = StepCall(pinned.av.ref, step, {p: values[v] for p, v in plan.wiring[name].items()},
+                        pinned.bound.get(name), trace, run_chain)
+        t0 = time.perf_counter()
+        if stream_plan is not None and name == stream_plan[0]:
+            captured = _Captured(step.stream(call))
+            relay = steps[stream_plan[1]].relay if stream_plan[1] else iter
+            yield from relay(iter(captured))
+            value = captured.value
+        else:
+            value = step.run(call)
+        trace.latency[name] = round((time.perf_counter() - t0) * 1000, 3)
+        values[step.out] = value
+    return values[plan.output]
