@@ -95,3 +95,33 @@ def test_stale_heartbeat_reads_as_lost(tmp_path):
     with ws.engine.begin() as conn:
         conn.execute(update(RunRow).where(RunRow.id == run.id).values(heartbeat_at=time.time()))
     assert ws.get_run(run.id).state == "running"
+
+
+PUSHER = textwrap.dedent("""
+    import sys, llmops
+    ws = llmops.Workspace(sys.argv[1], store_url=sys.argv[2] or None, create=False)
+    for i in range(int(sys.argv[4])):
+        av = ws.registry.push("prompt", "shared", {"writer": sys.argv[3], "i": i})
+        print(av.version, av.outcome, flush=True)
+    ws.close()
+""")
+
+
+def test_eight_processes_push_one_asset_and_every_push_gets_its_own_version(tmp_path, store_url):
+    """Issue 8: on PostgreSQL, concurrent pushes to one name failed to allocate version numbers."""
+    root, procs_n, pushes = tmp_path / "shared", 8, 20
+    llmops.Workspace(root, store_url=store_url).close()
+    procs = [subprocess.Popen([sys.executable, "-c", PUSHER, str(root), store_url or "", str(n), str(pushes)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in range(procs_n)]
+    results = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err
+    lines = [line.split() for out, _ in results for line in out.splitlines()]
+    assert len(lines) == procs_n * pushes and {o for _, o in lines} == {"new"}
+    assert sorted(int(v) for v, _ in lines) == list(range(1, procs_n * pushes + 1))
+    ws = llmops.Workspace(root, store_url=store_url)
+    versions = ws.registry.versions("prompt/shared")
+    assert [v.version for v in versions] == list(range(1, procs_n * pushes + 1))
+    assert len({v.digest for v in versions}) == procs_n * pushes
+    assert [v.parent for v in versions] == [None] + list(range(1, procs_n * pushes))
+    ws.close()
