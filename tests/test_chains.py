@@ -136,3 +136,31 @@ def test_failed_step_marks_the_run_failed(chain_ws):
         chain_ws.chains.load("as-json").invoke({"question": "q", "context": []})
     run = chain_ws.search_runs("attributes.name = 'as-json'")[0]
     assert run.status == "failed" and "not JSON" in run.error
+
+
+def test_an_input_with_default_null_may_be_left_out(ws):
+    """One rule decides what a call must pass: the chain's input model (an input without `default:` is required)."""
+    write(ws.root, "prompts/greet.yaml", """\
+        name: greet
+        template: "Hello {{ name }}{% if style %}, in a {{ style }} way{% endif %}."
+        variables:
+          name: str
+          style: {type: str, default: null}
+        """)
+    write(ws.root, "prompts/greet.chain.yaml", """\
+        kind: chain
+        name: greet
+        inputs:
+          name: str
+          style: {type: str, default: null}
+        steps:
+          - {name: prompt, type: prompt, prompt: greet}
+        """)
+    ws.prompts.push_folder()
+    chain = ws.chains.load("greet")
+    assert chain.invoke({"name": "Ada"}) == "Hello Ada."
+    assert chain.invoke({"name": "Ada", "style": "formal"}) == "Hello Ada, in a formal way."
+    schema = chain.get_input_schema().model_json_schema()
+    assert schema["required"] == ["name"] and set(schema["properties"]) == {"name", "style"}
+    with pytest.raises(SpecError, match="missing input 'name'"):
+        chain.invoke({"style": "formal"})

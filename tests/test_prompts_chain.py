@@ -205,6 +205,21 @@ def test_structure_errors(text, message):
     assert str(info.value) == message
 
 
+@pytest.mark.parametrize("ref, message", [
+    ("handbook@99999999999999999999", "version '99999999999999999999' is not a version number: "
+                                      "use 1 .. 2147483647 in ASCII digits"),
+    ("handbook@²", "version '²' is not a version number: use 1 .. 2147483647 in ASCII digits"),
+    ("chain/handbook", "'chain/handbook' is a chain ref; expected a index ref here"),
+    ("handbook@", "'handbook@' ends in '@'"),
+])
+def test_a_bad_ref_is_a_spec_error_naming_file_line_and_field(ref, message):
+    """Refs in chain files go through the one ref parser: no traceback, the file's line and field."""
+    with pytest.raises(SpecError) as info:
+        chain(f"kind: chain\nname: c\ninputs: [q]\nsteps:\n  - {{name: a, type: retrieve, index: '{ref}', input: q}}\n")
+    assert str(info.value).startswith(f"prompts/c.yaml:5: steps[0].index: '{ref}'")
+    assert message in str(info.value)
+
+
 def test_external_refs_are_checked_through_the_resolver():
     assert check_error(GOOD, resolver(missing=("handbook",))) == (
         "prompts/c.yaml:6: steps[0].index: step 'retrieve': index 'handbook' does not exist "

@@ -8,19 +8,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event
 
-import llmops
-from llmops.errors import AliasNotFound, AssetNotFound, SpecError, TemplateError
+from llmops.errors import AliasNotFound, AssetNotFound, InvalidRef, SpecError, TemplateError
 from llmops.prompts import parse_var_pairs, render_diff
 
 REPO = Path(__file__).resolve().parent.parent
 QA_V1 = REPO / "llmops" / "quickstart" / "qa_v1.yaml"
-
-
-@pytest.fixture
-def ws(tmp_path):
-    ws = llmops.Workspace(tmp_path / "ws")
-    yield ws
-    ws.close()
 
 
 @pytest.fixture
@@ -78,6 +70,19 @@ def test_v1_then_v2_records_parent_and_diffs(ws, folder):
     assert "max_sentences" in render_diff(d, "markdown")
 
 
+def test_reverting_a_file_makes_a_new_latest_version_equal_to_the_old_one(ws, folder):
+    push_v1_then_v2(ws, folder)
+    shutil.copy(QA_V1, folder / "qa.yaml")
+    pushed = {av.ref: av for av in ws.prompts.push_folder(message="back to v1")}
+    qa = pushed["prompt/qa@3"]
+    assert (qa.outcome, qa.same_as, qa.parent) == ("revert", 1, 2)
+    assert {av.outcome for ref, av in pushed.items() if ref != "prompt/qa@3"} == {"unchanged"}
+    assert ws.prompts.get("qa").version == 3  # latest is the file pushed last
+    assert ws.prompts.get("qa").to_dict() == ws.prompts.get("qa@1").to_dict()
+    again = ws.prompts.push_folder()
+    assert {(av.ref, av.outcome) for av in again if av.name == "qa"} == {("prompt/qa@3", "unchanged")}
+
+
 def test_diff_against_a_local_file(ws, folder):
     ws.prompts.push_folder()
     d = ws.prompts.diff("qa@1", str(QA_V1))
@@ -124,12 +129,14 @@ def test_alias_re_resolves_but_a_held_prompt_never_changes(ws, folder):
 
 def test_missing_prompt_and_alias(ws, folder):
     ws.prompts.push_folder()
-    with pytest.raises(AssetNotFound):
+    with pytest.raises(AssetNotFound, match="no asset version 'prompt/nope'"):
         ws.prompts.get("nope")
-    with pytest.raises(AssetNotFound):
+    with pytest.raises(AssetNotFound, match="no asset version 'prompt/qa@7'"):
         ws.prompts.get("qa@7")
-    with pytest.raises(AliasNotFound):
+    with pytest.raises(AliasNotFound, match=r"prompt/qa has no alias 'staging' \(aliases: none\)"):
         ws.prompts.get("qa@staging")
+    with pytest.raises(InvalidRef, match="expected a prompt ref"):
+        ws.prompts.get("chain/rag-qa")
 
 
 def test_render_errors_name_the_pushed_version(ws, folder):
@@ -153,7 +160,7 @@ def test_fork_records_an_earlier_parent_so_history_is_a_tree(ws, folder):
 def test_fork_of_a_missing_version_pushes_nothing(ws, folder):
     ws.prompts.push_folder()
     write(folder, "summarize.yaml", (folder / "summarize.yaml").read_text().replace("50", "40"))
-    with pytest.raises(AssetNotFound):
+    with pytest.raises(AssetNotFound, match="no asset version 'prompt/summarize@9'"):
         ws.prompts.push_folder(fork=["summarize@9"])
     assert [v.version for v in ws.registry.versions("prompt/summarize")] == [1]
 
@@ -203,7 +210,7 @@ def test_bad_file_blocks_the_changed_good_ones_too(ws, folder):
     ws.prompts.push_folder()
     write(folder, "summarize.yaml", (folder / "summarize.yaml").read_text().replace("50", "40"))
     write(folder, "z.yaml", "name: z\ntemplate: '{{ x }}'\n")
-    with pytest.raises(SpecError):
+    with pytest.raises(SpecError, match="prompts/z.yaml:2: template: prompt z: template uses undeclared variable 'x'"):
         ws.prompts.push_folder()
     assert [v.version for v in ws.registry.versions("prompt/summarize")] == [1]
 
