@@ -12,8 +12,6 @@ leaves an unreferenced file (harmless; `prune` removes it), never a row pointing
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 import sqlite3
 import time
@@ -23,13 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
+from llmops.atomic import atomic_path
+from llmops.digests import sha256_hex
+
 _SQL_BATCH = 500
 
 
 def _folder_name(fingerprint: str) -> str:
     if re.fullmatch(r"[A-Za-z0-9._-]{1,80}", fingerprint) and fingerprint not in (".", ".."):
         return fingerprint
-    return "fp-" + hashlib.sha256(fingerprint.encode()).hexdigest()[:40]
+    return "fp-" + sha256_hex(fingerprint)[:40]
 
 
 class EmbeddingCache:
@@ -109,12 +110,8 @@ class EmbeddingCache:
         if not ids:
             return
         name = f"{uuid.uuid4().hex}.npy"
-        tmp = self.batches / f".{name}.tmp"
-        with open(tmp, "wb") as f:
+        with atomic_path(self.batches / name) as tmp, open(tmp, "wb") as f:
             np.save(f, vectors, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.batches / name)
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
@@ -128,7 +125,7 @@ class EmbeddingCache:
         used = {f for (f,) in self._db.execute("SELECT DISTINCT file FROM vectors")}
         cutoff, removed = time.time() - older_than_s, 0
         for p in self.batches.iterdir():
-            name = p.name[1:-4] if p.name.endswith(".tmp") else p.name
+            name = p.name  # a temp file (.<name>.<random>.tmp) is never in `used`
             if name not in used and p.stat().st_mtime < cutoff:
                 p.unlink(missing_ok=True)
                 removed += 1

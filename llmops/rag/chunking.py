@@ -7,11 +7,10 @@ version diff skip work. `faiss_id` folds that id into the int64 FAISS stores.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmops.digests import sha256_json
 from llmops.errors import SpecError
 from llmops.rag.loaders import Document
 from llmops.rag.spec import ChunkerSpec
@@ -41,9 +40,7 @@ class Chunk:
 
 def chunk_hash(text: str, chunker_config: dict[str, Any], embedder_fingerprint: str) -> str:
     """Content id of a chunk, e.g. chunk_hash("hi", {"kind": "none"}, "st-1") -> 64 hex chars, same on every run."""
-    payload = json.dumps({"text": text, "chunker": chunker_config, "embedder": embedder_fingerprint},
-                         sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    return sha256_json({"text": text, "chunker": chunker_config, "embedder": embedder_fingerprint})
 
 
 def faiss_id(chunk_id: str) -> int:

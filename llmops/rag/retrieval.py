@@ -4,12 +4,17 @@ An Index refuses a query embedder whose fingerprint differs from the one the ind
 (vectors from two models are not comparable, and the scores would look plausible while being noise).
 Inside an active run, a search records the index version it used and the chunk ids it returned, so
 lineage can tell which chunks fed an answer.
+
+Loaded FAISS indexes and chunk records are kept for the life of the process, keyed by the version's
+digest (content-addressed, so never stale): a server or a chain opening `handbook@production` for
+every request reads the files once.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,7 +22,22 @@ import numpy as np
 
 from llmops.errors import CorruptArtifact, EmbedderMismatch, InvalidValue
 from llmops.rag.chunking import faiss_id
-from llmops.rag.ingest import CHUNKS_FILE, INDEX_FILE, read_records
+from llmops.rag.manifest import CHUNKS_FILE, INDEX_FILE, Manifest, read_manifest, read_records
+
+MAX_K = 10_000
+_lock = threading.Lock()
+_loaded: dict[str, tuple[Any, list[dict[str, Any]]]] = {}
+
+
+def _load_files(ws, av, manifest: Manifest) -> tuple[Any, list[dict[str, Any]]]:
+    """(FAISS index with the manifest's search settings, chunk records) of a version, once per process."""
+    from llmops.rag.index import read_index
+
+    with _lock:
+        if av.digest not in _loaded:
+            index = read_index(ws.registry.file_path(av, INDEX_FILE), manifest.index.search_params)
+            _loaded[av.digest] = (index, read_records(ws.registry.read_file(av, CHUNKS_FILE)))
+        return _loaded[av.digest]
 
 
 @dataclass(frozen=True)
@@ -48,27 +68,25 @@ class Hit:
 class Index:
     """A loaded index version: FAISS index, chunk records and the embedder it was built with."""
 
-    def __init__(self, ws, av, embedder):
-        from llmops.rag.index import read_index
-
-        self.ws, self.av, self.manifest = ws, av, av.spec
-        built = self.manifest["embedder"]
-        if embedder.fingerprint != built["fingerprint"] or int(embedder.dim) != int(built["dim"]):
+    def __init__(self, ws, av, embedder, manifest: Manifest | None = None):
+        self.ws, self.av = ws, av
+        self.manifest = manifest or read_manifest(av.spec, ref=av.ref)
+        built = self.manifest.embedder
+        if embedder.fingerprint != built.fingerprint or int(embedder.dim) != built.dim:
             raise EmbedderMismatch(
-                f"{av.ref} was built with embedder {built['model']!r} (fingerprint {built['fingerprint']}, "
-                f"dim {built['dim']}), but the query embedder has fingerprint {embedder.fingerprint} (dim {embedder.dim}); "
+                f"{av.ref} was built with embedder {built.model!r} (fingerprint {built.fingerprint}, "
+                f"dim {built.dim}), but the query embedder has fingerprint {embedder.fingerprint} (dim {embedder.dim}); "
                 "query with the index's own embedder, or re-ingest the index with this one")
         self.embedder = embedder
-        self.faiss = read_index(ws.registry.file_path(av, INDEX_FILE), self.manifest["index"].get("search_params"))
-        self.records = read_records(ws.registry.read_file(av, CHUNKS_FILE))
+        self.faiss, self.records = _load_files(ws, av, self.manifest)
         self._by_fid = {faiss_id(r["id"]): r for r in self.records}
         self._by_id = {r["id"]: r for r in self.records}
-        if self.faiss.ntotal != len(self.records) or self.faiss.d != int(built["dim"]):
+        if self.faiss.ntotal != len(self.records) or self.faiss.d != built.dim:
             raise CorruptArtifact(f"{av.ref}: index holds {self.faiss.ntotal} vectors of dim {self.faiss.d}, but "
-                                  f"{len(self.records)} chunk records of dim {built['dim']}; re-ingest it")
+                                  f"{len(self.records)} chunk records of dim {built.dim}; re-ingest it")
 
     def __repr__(self) -> str:
-        return f"<Index {self.ref} {len(self)} chunks {self.manifest['index']['factory']}>"
+        return f"<Index {self.ref} {len(self)} chunks {self.manifest.index.factory}>"
 
     def __len__(self) -> int:
         return len(self.records)
@@ -81,15 +99,14 @@ class Index:
         return self._by_id[chunk_id]
 
     def search_vectors(self, vectors: np.ndarray, k: int = 4) -> list[list[Hit]]:
+        check_k(k)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.faiss.d)
         if len(self.records) == 0 or len(vectors) == 0:
             return [[] for _ in range(len(vectors))]
         from llmops.rag.index import search_params_for
 
-        if int(k) < 1:
-            raise InvalidValue(f"k must be at least 1, got {k}")
         k = min(int(k), len(self.records))
-        params = search_params_for(self.manifest["index"]["type"], self.manifest["index"].get("search_params", {}), k)
+        params = search_params_for(self.manifest.index.type, self.manifest.index.search_params, k)
         scores, ids = self.faiss.search(vectors, k, params=params)
         out = []
         for row_s, row_i in zip(scores, ids):
@@ -110,6 +127,7 @@ class Index:
 
     def search(self, query: str, k: int = 4) -> list[Hit]:
         """Top-k chunks for one query, best first; records the version and chunk ids on the active run."""
+        check_k(k)
         hits = self.search_vectors(self.embedder.encode([query]), k)[0]
         self._record(hits)
         return hits
@@ -123,6 +141,13 @@ class Index:
     def as_retriever(self, k: int = 4):
         """A LangChain BaseRetriever over this index; documents carry chunk_id, score, source and position."""
         return retriever_class()(index=self, k=k)
+
+
+def check_k(k: Any) -> int:
+    """k is how many chunks to return: 1 .. MAX_K."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_K:
+        raise InvalidValue(f"k must be a whole number from 1 to {MAX_K}, got {k!r}")
+    return int(k)
 
 
 @functools.cache

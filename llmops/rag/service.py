@@ -8,24 +8,28 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from llmops.errors import SpecError
+from llmops.errors import InvalidValue, SpecError
 from llmops.rag.ireval import DEFAULT_METRICS
+from llmops.store.refs import parse_ref
 
 log = logging.getLogger(__name__)
 
+MAX_TUNE_K, MAX_SAMPLE = 1000, 100_000
+_lock = threading.Lock()
+_embedders_by_fingerprint: dict[str, Any] = {}  # fingerprint -> Embedder, for the life of the process
 
-def index_ref(ref: str) -> str:
-    """"handbook@production" -> "index/handbook@production"; "index/x@3" stays as is."""
-    return ref if ref.startswith("index/") else f"index/{ref}"
+
+def _whole(value: Any, name: str, low: int, high: int, fix: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidValue(f"{name} must be a whole number from {low} to {high}, got {value!r} ({fix})")
+    return value
 
 
 @dataclass
@@ -56,10 +60,11 @@ class TuneOutcome:
     published: bool
     run_id: str
     result: Any  # llmops.rag.index.TuneResult
+    outcome: str = "new"  # the registry push's: new, unchanged or revert
 
     def to_dict(self) -> dict[str, Any]:
         return {"tuned_from": self.tuned_from, "ref": self.ref, "published": self.published, "run_id": self.run_id,
-                **self.result.to_dict()}
+                "outcome": self.outcome, **self.result.to_dict()}
 
 
 class RagService:
@@ -73,7 +78,7 @@ class RagService:
         """Ingest a spec as an `ingest` run; returns an IngestResult (`.to_dict()` is the --json summary).
 
         A relative `spec_path` is looked up in the workspace first ("rag/handbook.yaml"), then in the cwd.
-        `progress=True` shows tqdm bars; `on_progress(stage, done, total)` is called at each step.
+        `progress=True` shows progress bars on stderr; `on_progress(stage, done, total)` is called at each step.
         """
         from llmops.rag.ingest import ingest
 
@@ -82,21 +87,34 @@ class RagService:
     def index(self, ref: str, *, embedder=None):
         """Open an index version ("handbook", "handbook@production", "index/handbook@3") for search.
 
-        Raises EmbedderMismatch when `embedder` is not the one the index was built with.
+        A bare name is the latest version. Raises EmbedderMismatch when `embedder` is not the one the
+        index was built with. The embedder is loaded on the first search that needs it, once per process.
         """
-        from llmops.rag.ingest import load_embedder_for, resolve_model
+        from llmops.rag.manifest import read_manifest
         from llmops.rag.retrieval import Index
 
-        av = self.ws.registry.get(index_ref(ref))
+        av = self.ws.registry.get(str(parse_ref(ref, default_kind="index", kinds=("index",))))
+        manifest = read_manifest(av.spec, ref=av.ref)
         if embedder is None:  # the same model and settings the index was built with
-            built = av.spec["embedder"]
-            base = (self.ws.root / av.spec.get("spec_file", ".")).parent
-            options = {k: built[k] for k in ("max_seq_length", "backend", "precision") if built.get(k) is not None}
-            embedder = load_embedder_for(resolve_model(built["model"], base), options)
+            embedder = self._embedder(manifest)
         key = (av.ref, embedder.fingerprint)
         if key not in self._indexes:
-            self._indexes[key] = Index(self.ws, av, embedder)
+            self._indexes[key] = Index(self.ws, av, embedder, manifest)
         return self._indexes[key]
+
+    def _embedder(self, manifest):
+        """The embedder a manifest records, loaded once per process (keyed by its fingerprint)."""
+        from llmops.rag.embedder import load_spec_embedder
+
+        built = manifest.embedder
+        with _lock:
+            found = _embedders_by_fingerprint.get(built.fingerprint)
+        if found is None:
+            base = (self.ws.root / manifest.spec_file).parent
+            found = load_spec_embedder(built.model, base, built.load_options())
+            with _lock:
+                _embedders_by_fingerprint.setdefault(found.fingerprint, found)
+        return found
 
     def eval(self, ref: str, queries: str | Path, qrels: str | Path, *,
              metrics: tuple[str, ...] = DEFAULT_METRICS, batch_size: int = 64) -> EvalResult:
@@ -117,7 +135,7 @@ class RagService:
                 log.warning("%d qrels queries have no text in %s and are left out", skipped, queries)
             run.log_params({"index": idx.ref, "queries": str(queries), "qrels": str(qrels), "metrics": list(metrics),
                             "evaluated_queries": len(qids)})
-            counts = idx.manifest.get("counts", {})
+            counts = idx.manifest.counts
             per_doc = counts.get("occurrences", 1) / max(counts.get("documents", 1), 1)
             k_chunks = depth if per_doc <= 1 else int(depth * max(2.0, per_doc * 2))
             hits = idx.search_many([qtext[q] for q in qids], k=k_chunks, batch_size=batch_size)
@@ -139,48 +157,49 @@ class RagService:
              queries: str | Path | None = None, seed: int = 0) -> TuneOutcome:
         """Pick the smallest efSearch (hnsw) / nprobe (ivf) whose recall@k against exact search reaches
         `target`, and publish it as a new version of the index (same files, manifest with the choice).
+        Tuning again to the same choice publishes nothing (`published` False, `ref` the current version).
 
         Queries are the texts of a BEIR queries file or, by default, 16-word spans of `sample` chunks
         (seeded; see llmops.rag.index.sample_queries).
         """
-        from llmops.rag.index import IndexPlan, sample_queries, tune_index
-        from llmops.rag.ingest import CHUNKS_FILE, INDEX_FILE
+        from llmops.rag.index import read_index, sample_queries, tune_index
         from llmops.rag.ireval import load_queries
+        from llmops.rag.manifest import CHUNKS_FILE, INDEX_FILE, TuningRecord
 
-        if not 0 < target <= 1:
-            raise SpecError(f"target {target} must be in (0, 1]", field="target", fix="e.g. 0.95")
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+            raise InvalidValue(f"target must be in (0, 1], got {target!r} (e.g. 0.95)")
+        _whole(k, "k", 1, MAX_TUNE_K, "the k of recall@k, e.g. 10")
+        _whole(sample, "sample", 1, MAX_SAMPLE, "how many chunks to draw queries from, e.g. 200")
+        _whole(seed, "seed", 0, 2**32 - 1, "any whole number")
         with self.ws.start_run(f"rag tune {ref}", kind="tune") as run:
             idx = self.index(ref)
-            info = idx.manifest["index"]
-            if info["type"] not in ("hnsw", "ivf"):
-                raise SpecError(f"{idx.ref} is a {info['type']} index: exact search, nothing to tune",
+            info = idx.manifest.index
+            if info.type not in ("hnsw", "ivf"):
+                raise SpecError(f"{idx.ref} is a {info.type} index: exact search, nothing to tune",
                                 fix="set `index: {type: hnsw}` or ivf in the spec and ingest again")
-            plan = IndexPlan(info["type"], info["factory"], info["build_params"], info["search_params"])
             if queries is not None:
                 texts = list(load_queries(queries).values())
             else:
                 texts = sample_queries([r["text"] for r in idx.records], sample, seed=seed)
-            qvec = np.asarray(idx.embedder.encode(texts))
-            # Tune a private copy: the cached Index keeps serving with the manifest's own settings.
-            from llmops.rag.index import read_index
-
-            private = read_index(self.ws.registry.file_path(idx.av, INDEX_FILE), info["search_params"])
-            result = tune_index(private, plan, target=target, k=k, queries=qvec, sample=sample, seed=seed)
-            manifest = copy.deepcopy(idx.manifest)
-            manifest["index"]["search_params"] = {**info["search_params"], result.param: result.value}
-            manifest["index"]["tuning"] = {**result.to_dict(), "queries_from": str(queries) if queries else "chunk text spans",
-                                           "seed": seed, "tuned_from": idx.ref}
-            before = self.ws.registry.versions(index_ref(idx.av.name))[-1].version
+            qvec = idx.embedder.encode(texts)
+            # Tune a private copy: the loaded Index keeps serving with the manifest's own settings.
+            private = read_index(self.ws.registry.file_path(idx.av, INDEX_FILE), info.search_params)
+            result = tune_index(private, info.plan(), target=target, k=k, queries=qvec, sample=sample, seed=seed)
+            # Always name the ingested version, so tuning a tuned version to the same choice is no change.
+            origin = info.tuning.tuned_from if info.tuning and info.tuning.tuned_from else idx.ref
+            tuning = TuningRecord(**result.to_dict(), queries_from=str(queries) if queries else "chunk text spans",
+                                  seed=seed, tuned_from=origin)
+            manifest = idx.manifest.with_tuning({**info.search_params, result.param: result.value}, tuning)
             av = self.ws.registry.push(
-                "index", idx.av.name, spec=manifest,
+                "index", idx.av.name, spec=manifest.to_spec(),
                 files={INDEX_FILE: self.ws.registry.file_path(idx.av, INDEX_FILE),
                        CHUNKS_FILE: self.ws.registry.file_path(idx.av, CHUNKS_FILE)},
                 parent=idx.av.version,
                 message=f"tune {result.param}={result.value}: recall@{result.k}={result.recall:.4f} (target {target})")
             run.log_params({"index": idx.ref, "target": target, "k": k, "param": result.param})
             run.log_metrics({f"recall_at_{result.k}": result.recall, result.param: result.value})
-            run.set_tags({"index_version": av.ref, "reached": str(result.reached).lower()})
+            run.set_tags({"index_version": av.ref, "reached": str(result.reached).lower(), "outcome": av.outcome})
             if not result.reached:
                 log.warning("recall target %.3f not reached; best %s=%d gives %.4f", target, result.param,
                             result.value, result.recall)
-            return TuneOutcome(idx.ref, av.ref, av.version > before, run.id, result)
+            return TuneOutcome(idx.ref, av.ref, av.outcome != "unchanged", run.id, result, av.outcome)
