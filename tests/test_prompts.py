@@ -41,7 +41,8 @@ def error_of(text: str) -> str:
     ("name: qa\ntemplate: hi\ntemplate: again\n",
      "prompts/p.yaml:3: template: duplicate key 'template' (first on line 2) (keep one of them)"),
     ("name: qa\ntemplate: '{{ q }}'\nvariables:\n  q: strr\n",
-     "prompts/p.yaml:4: variables.q.type: Input should be 'str', 'int', 'float', 'bool', 'list' or 'dict'"),
+     "prompts/p.yaml:4: variables.q.type: unknown type 'strr': use one of str, int, float, bool, list, dict "
+     "or their JSON Schema names string, integer, number, boolean, array, object"),
     ("name: qa\ntemplate: '{{ n }}'\nvariables:\n  n: {type: int, default: two}\n",
      "prompts/p.yaml:4: variables.n: default 'two' is not an int"),
     ("name: qa\ntemplate: hi\nmessages: [{role: user, content: hi}]\n",
@@ -49,8 +50,8 @@ def error_of(text: str) -> str:
     ("name: qa\nmessages:\n  - role: robot\n    content: hi\n",
      "prompts/p.yaml:3: messages[0].role: Input should be 'system', 'user' or 'assistant'"),
     ("name: 'q a'\ntemplate: hi\n",
-     "prompts/p.yaml:1: name: name 'q a' may only contain letters, digits, '.', '_' and '-', "
-     "start with a letter or digit, and be at most 128 characters"),
+     "prompts/p.yaml:1: name: prompt name 'q a' is not allowed: a name is a letter or digit, then letters, "
+     "digits, '_', '.' or '-' (at most 128, ASCII only), e.g. 'qa' or 'rag-qa'"),
     ("template: hi\n", "prompts/p.yaml: name: required field is missing (add `name:`)"),
     ("- a\n- b\n", "prompts/p.yaml:1: expected a mapping of fields (name: ..., ...) at the top level"),
     ("name: qa\ntemplate: '{{ x }}'\nvariables:\n  if: str\n  x: str\n",

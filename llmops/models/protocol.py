@@ -41,6 +41,13 @@ FinishReason = Literal["stop", "length"]
 DEFAULT_MAX_TOKENS = 256
 
 
+def check_stop(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Refuse an empty stop string (shared with the prompt spec's model_params)."""
+    if any(s == "" for s in value):
+        raise ValueError("an empty stop string would end every generation at once; remove it")
+    return value
+
+
 class GenerationParams(BaseModel):
     """How to decode. Unknown keys are an error so a typo never silently changes decoding."""
 
@@ -70,9 +77,7 @@ class GenerationParams(BaseModel):
     @field_validator("stop")
     @classmethod
     def _no_empty_stop(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if any(s == "" for s in value):
-            raise ValueError("an empty stop string would end every generation at once; remove it")
-        return value
+        return check_stop(value)
 
     @property
     def greedy(self) -> bool:

@@ -8,7 +8,7 @@
       - role: user
         content: "{{ question }}"
     variables:
-      question: str                # shorthand for {type: str}
+      question: str                # shorthand for {type: str}; JSON Schema names work too (string)
       style: {type: str, description: tone of voice, default: plain}
     model_params: {temperature: 0.2, max_tokens: 128}
     tags: [qa]
@@ -21,7 +21,6 @@ never creates a new version.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,10 +28,12 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
                       model_validator)
 
 from llmops.errors import SpecError
+from llmops.models.protocol import GenerationParams, check_stop
 from llmops.specfile import SourceMap, load_yaml, load_yaml_file, spec_error_from_validation
+from llmops.store import refs
 
 __all__ = [
-    "NAME_PATTERN",
+    "JSON_SCHEMA_TYPES",
     "VARIABLE_TYPES",
     "Message",
     "ModelParams",
@@ -42,9 +43,6 @@ __all__ = [
     "load_prompt_spec",
     "parse_prompt_spec",
 ]
-
-#: Names of prompts and chains: what goes between `prompt/` and `@` in a ref.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 #: Declared variable type -> the Python types a value may have. `float` accepts ints; `bool` is
 #: never accepted for `int`/`float` (checked in template.py, since bool subclasses int).
@@ -56,6 +54,14 @@ VARIABLE_TYPES: dict[str, tuple[type, ...]] = {
     "list": (list, tuple),
     "dict": (dict,),
 }
+
+#: The JSON Schema spelling of each type, accepted as a synonym and stored as the Python name, so
+#: `type: string` and `type: str` are the same prompt (one digest).
+JSON_SCHEMA_TYPES: dict[str, str] = {
+    "string": "str", "integer": "int", "number": "float", "boolean": "bool", "array": "list", "object": "dict",
+}
+
+TypeName = Literal["str", "int", "float", "bool", "list", "dict"]
 
 # Words Jinja2 reads as literals or operators: a variable named like this can never be referenced.
 _JINJA_WORDS = {"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is",
@@ -72,29 +78,46 @@ def article(type_name: str) -> str:
     return f"an {type_name}" if type_name[0] in "aeiou" else f"a {type_name}"
 
 
-def check_name(value: str) -> str:
-    """Refuse names the registry cannot use in `kind/name@ref`."""
-    if not isinstance(value, str) or not re.match(NAME_PATTERN, value):
-        raise ValueError(f"name {value!r} may only contain letters, digits, '.', '_' and '-', "
-                         "start with a letter or digit, and be at most 128 characters")
-    return value
+def _prompt_name(value: str) -> str:
+    return refs.check_name(value, "prompt")  # InvalidRef is a ValueError: pydantic reports it on `name`
 
 
-def value_matches(type_name: str, value: Any) -> bool:
+def type_name(name: Any) -> str:
+    """The stored (Python) name of a declared variable type, from either spelling.
+
+    >>> type_name("string"), type_name("str")
+    ('str', 'str')
+    """
+    if isinstance(name, str) and name in VARIABLE_TYPES:
+        return name
+    if isinstance(name, str) and name in JSON_SCHEMA_TYPES:
+        return JSON_SCHEMA_TYPES[name]
+    raise ValueError(f"unknown type {name!r}: use one of {', '.join(VARIABLE_TYPES)} "
+                     f"or their JSON Schema names {', '.join(JSON_SCHEMA_TYPES)}")
+
+
+def value_matches(type_name_: str, value: Any) -> bool:
     """Whether `value` has the declared variable type (bool is not an int here)."""
-    if isinstance(value, bool) and type_name in ("int", "float"):
+    name = JSON_SCHEMA_TYPES.get(type_name_, type_name_)
+    if isinstance(value, bool) and name in ("int", "float"):
         return False
-    return isinstance(value, VARIABLE_TYPES[type_name])
+    return isinstance(value, VARIABLE_TYPES[name])
 
 
 class VariableSpec(_Strict):
     """One template variable: its type, what it is for, and an optional default."""
 
-    type: Literal["str", "int", "float", "bool", "list", "dict"] = Field(
-        "str", description="Python type the value must have at render time.")
+    type: TypeName = Field(
+        "str", description="Type the value must have at render time: str, int, float, bool, list, dict "
+                           "(or string, integer, number, boolean, array, object).")
     description: str = Field("", description="What the variable holds; shown by `prompts show`.")
     default: Any = Field(None, description="Value used when render() is not given this variable; "
                                            "absent means the variable is required.")
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _either_spelling(cls, value: Any) -> str:
+        return type_name(value)
 
     @property
     def required(self) -> bool:
@@ -123,18 +146,26 @@ class Message(_Strict):
     content: str = Field(description="Jinja2 template of the message text.")
 
 
+def _optional(name: str, description: str | None = None) -> Any:
+    """GenerationParams' field `name` made optional: the same type, bounds and description."""
+    source = GenerationParams.model_fields[name]
+    bounded = Annotated[(source.annotation, *source.metadata)] if source.metadata else source.annotation
+    return Annotated[bounded | None, Field(description=description or source.description)]
+
+
 class ModelParams(_Strict):
     """Generation parameters that travel with the prompt (a chain's generate step may override).
 
-    The same names and bounds as the backends' `GenerationParams` (llmops.models.protocol), so a
-    prompt can only ask for what every backend honours; `as_dict()` feeds it directly.
+    Every field is the backends' `GenerationParams` field (llmops.models.protocol) made optional, so
+    the bounds are defined once and a prompt can only ask for what every backend honours; `as_dict()`
+    feeds GenerationParams directly.
     """
 
-    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature; 0 is greedy.")
-    max_tokens: int | None = Field(None, ge=1, le=32768, description="Most tokens to generate.")
-    stop: list[str] | None = Field(None, description="Strings that end generation.")
-    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass; ignored when greedy.")
-    seed: int | None = Field(None, description="Random seed, for repeatable sampling.")
+    temperature: _optional("temperature") = None
+    max_tokens: _optional("max_tokens", "Most tokens to generate.") = None
+    stop: _optional("stop") = None
+    top_p: _optional("top_p") = None
+    seed: _optional("seed") = None
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -143,21 +174,19 @@ class ModelParams(_Strict):
 
     @field_validator("stop")
     @classmethod
-    def _no_empty_stop(cls, value: list[str] | None) -> list[str] | None:
-        if value and any(s == "" for s in value):
-            raise ValueError("an empty stop string would end every generation at once; remove it")
-        return value
+    def _no_empty_stop(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if value is None else check_stop(value)
 
     def as_dict(self) -> dict[str, Any]:
         """Only the parameters that were set."""
-        return self.model_dump(exclude_none=True)
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 class PromptSpec(_Strict):
     """A prompt file: a text `template` or chat `messages`, its variables and model params."""
 
     kind: Literal["prompt"] = Field("prompt", description="Always `prompt` (chains say `kind: chain`).")
-    name: Annotated[str, AfterValidator(check_name)] = Field(description="Registry name: `prompt/<name>@<version>`.")
+    name: Annotated[str, AfterValidator(_prompt_name)] = Field(description="Registry name: `prompt/<name>@<version>`.")
     description: str = Field("", description="One line on what the prompt is for.")
     template: str | None = Field(None, description="Jinja2 template of a text prompt.")
     messages: list[Message] | None = Field(None, description="Jinja2 templates of a chat prompt.")

@@ -5,8 +5,11 @@ Why the checks happen where they do:
   the template references is declared, every declared variable is used or has a default;
 - at render time, per call: unknown / missing / wrongly-typed variables, in one dict pass, so that
   rendering stays within a small factor of a bare `jinja2.Template.render`.
+- at both, the cost bounds of llmops.prompts.sandbox: constant expressions (`{{ 10 ** 100000 }}`)
+  fail at push with their line, everything else when it renders; either way the error names the prompt.
 The environment matches LangChain's jinja2 formatter in whitespace handling (Jinja2 defaults), so
-`Prompt.to_langchain()` renders the same text; it adds StrictUndefined and the immutable sandbox.
+`Prompt.to_langchain()` renders the same text; it adds strict undefined values, the immutable sandbox
+and the cost bounds.
 """
 
 from __future__ import annotations
@@ -25,10 +28,9 @@ __all__ = ["CompiledPrompt", "environment", "referenced_variables"]
 @functools.cache
 def environment() -> Any:
     """The one Jinja2 environment every prompt compiles in (configuration only, no user state)."""
-    from jinja2 import StrictUndefined
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from llmops.prompts.sandbox import PromptEnvironment
 
-    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    return PromptEnvironment()
 
 
 def referenced_variables(source: str) -> set[str]:
@@ -78,45 +80,21 @@ class CompiledPrompt:
     lines back to file lines.
     """
 
-    __slots__ = ("spec", "label", "_text", "_messages", "_types", "_defaults", "_required", "_n_required")
+    __slots__ = ("spec", "label", "limits", "_text", "_messages", "_types", "_defaults", "_required", "_n_required")
 
-    def __init__(self, spec: PromptSpec, label: str, where: SourceMap | None = None):
-        from jinja2 import TemplateSyntaxError
+    def __init__(self, spec: PromptSpec, label: str, where: SourceMap | None = None, *, limits: Any = None):
+        from llmops.prompts.sandbox import DEFAULT_LIMITS
 
         self.spec = spec
         self.label = label
+        self.limits = limits or DEFAULT_LIMITS
         where = where or SourceMap(None)
-        env = environment()
         used: set[str] = set()
         compiled = []
         for loc, source in spec.sources():
-            try:
-                ast = env.parse(source)
-            except TemplateSyntaxError as exc:
-                raise TemplateError(f"prompt {label}: template syntax error: {exc.message}",
-                                    file=where.file, field=_field(loc), line=where.text_line(loc, exc.lineno or 1),
-                                    fix="see https://jinja.palletsprojects.com/templates/") from exc
-            unsafe = _unsafe_access(ast, source)
-            if unsafe is not None:
-                names, lineno = unsafe
-                raise TemplateError(
-                    f"prompt {label}: access to {', '.join(repr(n) for n in names)} is refused: "
-                    "templates may not reach Python internals",
-                    file=where.file, field=_field(loc), line=where.text_line(loc, lineno),
-                    fix="use only the declared variables and their public fields")
-            from jinja2 import meta
-
-            names = set(meta.find_undeclared_variables(ast)) - set(env.globals)
-            for name in sorted(names):
-                if name not in spec.variables:
-                    close = suggest(name, list(spec.variables))
-                    fix = (f"did you mean '{close}'?" if close
-                           else f"declare it under variables: ({name}: str)")
-                    raise TemplateError(f"prompt {label}: template uses undeclared variable '{name}'",
-                                        file=where.file, field=_field(loc),
-                                        line=where.text_line(loc, _line_of(source, name)), fix=fix)
+            template, names = self._compile(loc, source, where)
+            compiled.append((loc, template))
             used |= names
-            compiled.append((loc, env.from_string(source)))
         for name, var in spec.variables.items():
             if name not in used and var.required:
                 raise TemplateError(f"prompt {label}: variable '{name}' is declared but no template uses it",
@@ -132,6 +110,42 @@ class CompiledPrompt:
         self._defaults = {name: v.default for name, v in spec.variables.items() if not v.required}
         self._required = frozenset(name for name, v in spec.variables.items() if v.required)
         self._n_required = len(self._required)
+
+    def _compile(self, loc: tuple[Any, ...], source: str, where: SourceMap) -> tuple[Any, set[str]]:
+        """One template compiled with the bound checks, and the variables it reads; every failure is a
+        TemplateError naming the file, field and line."""
+        from jinja2 import TemplateSyntaxError, meta
+
+        from llmops.prompts.sandbox import LimitExceeded
+
+        env, label = environment(), self.label
+
+        def error(message: str, lineno: int | None, fix: str) -> TemplateError:
+            line = where.text_line(loc, lineno) if lineno else None
+            return TemplateError(f"prompt {label}: {message}", file=where.file, field=_field(loc), line=line, fix=fix)
+
+        try:
+            ast = env.parse(source)
+            unsafe = _unsafe_access(ast, source)
+            if unsafe is not None:
+                names, lineno = unsafe
+                raise error(f"access to {', '.join(repr(n) for n in names)} is refused: "
+                            "templates may not reach Python internals", lineno,
+                            "use only the declared variables and their public fields")
+            used = set(meta.find_undeclared_variables(ast)) - set(env.globals)
+            for name in sorted(used):
+                if name not in self.spec.variables:
+                    close = suggest(name, list(self.spec.variables))
+                    raise error(f"template uses undeclared variable '{name}'", _line_of(source, name),
+                                f"did you mean '{close}'?" if close else f"declare it under variables: ({name}: str)")
+            return env.compile_checked(ast), used
+        except TemplateSyntaxError as exc:  # also an unknown filter or test, found when compiling
+            raise error(f"template syntax error: {exc.message}", exc.lineno or 1,
+                        "see https://jinja.palletsprojects.com/templates/") from exc
+        except LimitExceeded as exc:
+            raise error(exc.message, exc.lineno or 1, exc.fix) from None
+        except RecursionError:
+            raise error("the template nests too deeply to compile", None, "use fewer nested brackets") from None
 
     def render(self, variables: Mapping[str, Any]) -> str | list[dict[str, str]]:
         """Render with `variables` checked: text for a template prompt, messages for a chat prompt."""
@@ -151,12 +165,20 @@ class CompiledPrompt:
                                 fix=f"pass {missing[0]}=... ({self.spec.variables[missing[0]].type})")
         if self._defaults and len(variables) != len(types):
             variables = {**self._defaults, **variables}
+        from llmops.prompts.sandbox import LimitExceeded, bounded
+
         try:
-            if self._text is not None:
-                return self._text.render(variables)
-            return [{"role": role, "content": t.render(variables)} for role, t in self._messages]
+            with bounded(self.limits):
+                if self._text is not None:
+                    return self._text.render(variables)
+                return [{"role": role, "content": t.render(variables)} for role, t in self._messages]
         except TemplateError:
             raise
+        except LimitExceeded as exc:
+            raise TemplateError(f"prompt {self.label}: {exc.message}", fix=exc.fix) from None
+        except RecursionError:
+            raise TemplateError(f"prompt {self.label}: render failed: macros or loops recurse too deeply",
+                                fix="recurse less deeply") from None
         except Exception as exc:  # UndefinedError, SecurityError, a failing filter...
             raise TemplateError(f"prompt {self.label}: render failed: {exc}") from exc
 

@@ -1,0 +1,651 @@
+"""The environment every prompt template runs in: Jinja2's immutable sandbox, strict about undefined
+values, with a bounded cost per render.
+
+Why: a template is user input that the CLI and the server render on request. Jinja2's sandbox stops
+templates reaching Python internals, but not their cost: `{{ 10 ** 100000 }}` (which Jinja2 folds at
+compile time), `{{ 'y' * 30000000 }}`, `'%999999999d' % 1`, nested `range(100000)` loops, a macro
+that calls itself twice. So every operation that can grow a value is checked *before* it runs:
+
+- numbers: `**` and `*` may not make an int over `max_int_bits`;
+- text: `*`, `+`, `~`, `%`, `.format`, string methods (`center`, `replace`, `join`, ...) and filters
+  may not build a string over `max_text` characters, and the rendered output is cut off at that size;
+- sequences: `*` and `+` may not make a list over `max_items` (Jinja2's own `range` limit);
+- time: loop iterations and calls together are counted (`max_steps`) and the clock is checked on each
+  (`max_seconds`), so nested loops, filters inside loops and recursive macros all stop.
+
+Constant expressions are checked when a prompt is pushed (`LimitExceeded.lineno` points at the line);
+the rest when it renders. An undefined value is an error wherever it is used: printed, inside a list,
+tuple or dict literal, as an argument of a call, filter or test, or joined with `~`; only
+`is defined`, `is undefined` and `|default` may look at one.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, Undefined, nodes
+from jinja2.runtime import LoopContext
+from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment, SandboxedFormatter
+from jinja2.visitor import NodeTransformer
+
+__all__ = ["DEFAULT_LIMITS", "LimitExceeded", "PromptEnvironment", "RenderLimits", "bounded"]
+
+
+@dataclass(frozen=True)
+class RenderLimits:
+    """What one render may cost. The defaults are far above any real prompt (a 1M-character prompt
+    is ~250k tokens, more than the context window of the models llmops serves)."""
+
+    max_text: int = 1_000_000       # characters in any string built, and in the rendered output
+    max_items: int = MAX_RANGE      # items in a list or tuple built with `*` / `+`, range() length
+    max_int_bits: int = 4096        # size of an integer built with `*` / `**` (about 1233 digits)
+    max_steps: int = 1_000_000      # loop iterations + calls
+    max_seconds: float = 5.0        # wall clock, checked at every step
+
+
+DEFAULT_LIMITS = RenderLimits()
+
+
+class LimitExceeded(Exception):
+    """A template asked for more than its RenderLimits allow. Turned into a TemplateError that names
+    the prompt (and, at push, the file and line) by llmops.prompts.template."""
+
+    def __init__(self, message: str, fix: str, lineno: int | None = None):
+        super().__init__(message)
+        self.message, self.fix, self.lineno = message, fix, lineno
+
+
+@dataclass
+class _Budget:
+    limits: RenderLimits
+    steps: int
+    deadline: float
+
+    def step(self) -> None:
+        self.steps -= 1
+        if self.steps < 0:
+            raise LimitExceeded(f"the template ran more than {self.limits.max_steps:,} loop iterations and calls",
+                                "loop over less data, or do the work before rendering")
+        if time.monotonic() >= self.deadline:
+            raise LimitExceeded(f"rendering took longer than {self.limits.max_seconds:g} s",
+                                "loop over less data, or do the work before rendering")
+
+
+_budget: ContextVar[_Budget | None] = ContextVar("llmops_template_budget", default=None)
+
+
+def _limits() -> RenderLimits:
+    budget = _budget.get()
+    return budget.limits if budget is not None else DEFAULT_LIMITS
+
+
+def _step() -> None:
+    budget = _budget.get()
+    if budget is not None:
+        budget.step()
+
+
+@contextmanager
+def bounded(limits: RenderLimits = DEFAULT_LIMITS):
+    """Count steps and time for the renders inside the block (one budget for all of them)."""
+    token = _budget.set(_Budget(limits, limits.max_steps, time.monotonic() + limits.max_seconds))
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
+# -- sizes ------------------------------------------------------------------------------------------
+
+def _text_size(value: Any, limit: int) -> int:
+    """About how many characters `str(value)` has; stops counting once past `limit`.
+
+    Containers are walked (shared references counted each time, as repr prints them each time), so
+    `[doc] * 100000` is measured without being printed.
+    """
+    if isinstance(value, str):
+        return len(value)
+    total, stack = 0, [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item) + 2
+        elif isinstance(item, int):
+            total += item.bit_length() // 3 + 2
+        elif isinstance(item, (float, type(None))):
+            total += 24
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            total += 2 + 2 * len(item)
+            stack.extend(item)
+        elif isinstance(item, dict):
+            total += 2 + 4 * len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, Undefined):
+            item._fail_with_undefined_error()
+        else:
+            total += len(repr(item))
+    return total
+
+
+def _too_long(what: str, size: int, limit: int) -> LimitExceeded:
+    return LimitExceeded(f"{what} would be about {size:,} characters (limit {limit:,})",
+                         "build shorter text; pass long text in as a variable only when it fits")
+
+
+def _check_text(value: Any, what: str = "the text") -> None:
+    limit = _limits().max_text
+    size = len(value) if isinstance(value, str) else _text_size(value, limit)
+    if size > limit:
+        raise _too_long(what, size, limit)
+
+
+def _int_arg(value: Any, what: str) -> int:
+    """A width or count: an int within max_text."""
+    limit = _limits().max_text
+    if isinstance(value, int) and value > limit:
+        raise LimitExceeded(f"{what} {value:,} is over the limit of {limit:,}", f"use a {what} under {limit:,}")
+    return value
+
+
+def _replace_size(text: str, old: str, new: str, count: int = -1) -> int:
+    n = len(text) + 1 if old == "" else text.count(old)
+    if count is not None and count >= 0:
+        n = min(n, count)
+    return len(text) + n * (len(new) - len(old))
+
+
+_PRINTF = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?[diouxXeEfFgGcrsa%]")
+_DIGITS = re.compile(r"\d+")
+
+
+def _number(digits: str, what: str) -> int:
+    if len(digits) > 9:
+        raise LimitExceeded(f"{what} {digits[:12]}... is over the limit of {_limits().max_text:,}",
+                            "use a smaller width or precision")
+    return int(digits)
+
+
+def _printf_size(fmt: str, args: Any) -> int:
+    """An upper bound on the length of `fmt % args`."""
+    limit = _limits().max_text
+    size, star = len(fmt), False
+    for match in _PRINTF.finditer(fmt):
+        for group in match.groups():
+            if group == "*":
+                star = True
+            elif group:
+                size += _number(group, "format width")
+        size += 32
+    values = args if isinstance(args, tuple) else (args,)
+    if star:
+        size += sum(abs(v) for v in values if isinstance(v, int))
+    return size + _text_size(args, limit)
+
+
+def _check_printf(fmt: str, args: Any) -> None:
+    limit = _limits().max_text
+    size = _printf_size(fmt, args)
+    if size > limit:
+        raise _too_long("the formatted text", size, limit)
+
+
+def _spec_width(spec: str) -> int:
+    """Width plus precision of a `str.format` spec (an upper bound on what they add)."""
+    return sum(_number(d, "format width") for d in _DIGITS.findall(spec))
+
+
+def _check_format_string(fmt: str) -> None:
+    """Widths written in a `str.format` template (nested `{:{w}}` widths are checked at render)."""
+    import string
+
+    limit = _limits().max_text
+    try:
+        parsed = list(string.Formatter().parse(fmt))
+    except ValueError:
+        return  # a malformed format string fails at render with Python's own message
+    size = len(fmt) + sum(_spec_width(spec or "") for _, _, spec, _ in parsed)
+    if size > limit:
+        raise _too_long("the formatted text", size, limit)
+
+
+# -- checked operators ------------------------------------------------------------------------------
+
+def _checked_binop(operator: str, left: Any, right: Any) -> Any:
+    limits = _limits()
+    if operator == "**":
+        if (isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1
+                and math.log2(abs(left)) * right > limits.max_int_bits):
+            raise LimitExceeded(f"{_short(left)} ** {_short(right)} would have about "
+                                f"{int(math.log2(abs(left)) * right):,} bits (limit {limits.max_int_bits:,})",
+                                "use smaller numbers")
+        result = left ** right
+    elif operator == "*":
+        seq, n = (left, right) if isinstance(right, int) else (right, left)
+        if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
+            limit = limits.max_text if isinstance(seq, str) else limits.max_items
+            if len(seq) * n > limit:
+                kind = "characters" if isinstance(seq, str) else "items"
+                raise LimitExceeded(f"repeating {len(seq):,} {kind} {n:,} times gives {len(seq) * n:,} {kind} "
+                                    f"(limit {limit:,})", "repeat fewer times")
+        elif isinstance(left, int) and isinstance(right, int) and \
+                left.bit_length() + right.bit_length() > limits.max_int_bits + 1:
+            raise _too_many_bits(left.bit_length() + right.bit_length(), limits)
+        result = left * right
+    elif operator == "%" and isinstance(left, str):
+        _check_printf(left, right)
+        result = left % right
+    elif operator == "+":
+        if isinstance(left, str) and isinstance(right, str) and len(left) + len(right) > limits.max_text:
+            raise _too_long("the joined text", len(left) + len(right), limits.max_text)
+        if isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)) \
+                and len(left) + len(right) > limits.max_items:
+            raise LimitExceeded(f"the joined list would have {len(left) + len(right):,} items "
+                                f"(limit {limits.max_items:,})", "build a shorter list")
+        result = left + right
+    else:
+        result = _BINOPS[operator](left, right)
+    if isinstance(result, int) and result.bit_length() > limits.max_int_bits:
+        raise _too_many_bits(result.bit_length(), limits)
+    return result
+
+
+def _too_many_bits(bits: int, limits: RenderLimits) -> LimitExceeded:
+    return LimitExceeded(f"the number would have {bits:,} bits (limit {limits.max_int_bits:,})", "use smaller numbers")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 20 else text[:17] + "..."
+
+
+_BINOPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+           "**": lambda a, b: a ** b, "%": lambda a, b: a % b}
+
+
+def _check_str_method(owner: str | bytes, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple:
+    """Refuse a string method call whose result would be over max_text; returns the args to call with."""
+    limit = _limits().max_text
+    arg = args[0] if args else next(iter(kwargs.values()), None)
+    if name in ("center", "ljust", "rjust", "zfill"):
+        _int_arg(arg, "width")
+    elif name == "expandtabs":
+        tab = arg if isinstance(arg, int) else 8
+        size = len(owner) + owner.count("\t" if isinstance(owner, str) else b"\t") * max(tab, 0)
+        if size > limit:
+            raise _too_long("the expanded text", size, limit)
+    elif name == "replace" and len(args) >= 2 and isinstance(args[0], type(owner)) and isinstance(args[1], type(owner)):
+        size = _replace_size(owner, args[0], args[1], args[2] if len(args) > 2 else kwargs.get("count", -1))
+        if size > limit:
+            raise _too_long("the replaced text", size, limit)
+    elif name == "join" and args:
+        items = list(args[0])
+        size = len(owner) * max(len(items) - 1, 0) + sum(_text_size(i, limit) for i in items)
+        if size > limit:
+            raise _too_long("the joined text", size, limit)
+        return (items,) + args[1:]
+    elif name == "translate" and isinstance(arg, dict):
+        longest = max((len(v) for v in arg.values() if isinstance(v, (str, bytes))), default=1)
+        if len(owner) * longest > limit:
+            raise _too_long("the translated text", len(owner) * longest, limit)
+    return args
+
+
+_GROWING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs", "replace", "join", "translate"})
+
+
+class _BoundedFormatter(SandboxedFormatter):
+    """`str.format` with each field's width and value measured before it is formatted."""
+
+    def __init__(self, env: Any):
+        super().__init__(env)
+        self._total = 0
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        limit = _limits().max_text
+        self._total += _spec_width(format_spec) + _text_size(value, limit) + 32
+        if self._total > limit:
+            raise _too_long("the formatted text", self._total, limit)
+        return super().format_field(value, format_spec)
+
+
+# -- filters ----------------------------------------------------------------------------------------
+
+# Filters that turn their input into text: a container input is measured first.
+_TEXT_FILTERS = frozenset({"capitalize", "center", "e", "escape", "forceescape", "format", "indent", "lower",
+                           "pprint", "replace", "safe", "string", "striptags", "title", "tojson", "trim",
+                           "truncate", "upper", "urlencode", "wordcount", "wordwrap"})
+# Filters with no place in a prompt that can multiply their input: refused at compile time.
+_DROPPED_FILTERS = ("urlize", "xmlattr")
+
+
+def _pre_check(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Argument checks of the filters whose output can outgrow their input by more than a constant."""
+    limits = _limits()
+    value = args[0] if args else None
+    rest = args[1:]
+
+    def opt(i: int, key: str, default: Any) -> Any:
+        return rest[i] if len(rest) > i else kwargs.get(key, default)
+
+    if name in _TEXT_FILTERS and not isinstance(value, str):
+        _check_text(value, f"the input of |{name}")
+    text = value if isinstance(value, str) else ""
+    if name == "center":
+        _int_arg(opt(0, "width", 80), "width")
+    elif name == "indent":
+        width = opt(0, "width", 4)
+        width = len(width) if isinstance(width, str) else _int_arg(width, "indent width")
+        size = len(text) + (text.count("\n") + 1) * max(width, 0)
+        if size > limits.max_text:
+            raise _too_long("the indented text", size, limits.max_text)
+    elif name == "wordwrap":
+        width, wrap = opt(0, "width", 79), opt(2, "wrapstring", None) or "\n"
+        lines = len(text) // max(width if isinstance(width, int) else 1, 1) + text.count("\n") + 1
+        size = len(text) + lines * len(wrap)
+        if size > limits.max_text:
+            raise _too_long("the wrapped text", size, limits.max_text)
+    elif name == "replace":
+        old, new, count = opt(0, "old", ""), opt(1, "new", ""), opt(2, "count", None)
+        if isinstance(old, str) and isinstance(new, str):
+            size = _replace_size(text, old, new, -1 if count is None else count)
+            if size > limits.max_text:
+                raise _too_long("the replaced text", size, limits.max_text)
+    elif name == "join":
+        items = list(value) if value is not None else []
+        sep = opt(0, "d", "")
+        size = len(sep) * max(len(items) - 1, 0) + sum(_text_size(i, limits.max_text) for i in items)
+        if size > limits.max_text:
+            raise _too_long("the joined text", size, limits.max_text)
+        args = (items,) + rest
+    elif name == "format":
+        _check_printf(text, kwargs or rest)
+    elif name in ("batch", "slice"):
+        count = opt(0, "linecount" if name == "batch" else "slices", 1)
+        if isinstance(count, int) and count > limits.max_items:
+            raise LimitExceeded(f"|{name}({count:,}) is over the limit of {limits.max_items:,} items",
+                                "use a smaller count")
+    elif name == "tojson":
+        indent = opt(0, "indent", None)
+        if isinstance(indent, int) and indent > 16:
+            raise LimitExceeded(f"|tojson indent {indent:,} is over 16", "use an indent of 16 or less")
+    elif name == "sum":
+        start = opt(1, "start", 0)
+        if isinstance(start, (list, tuple)):
+            size = len(start) + sum(len(i) for i in (value or []) if isinstance(i, (list, tuple)))
+            if size > limits.max_items:
+                raise LimitExceeded(f"the summed list would have {size:,} items (limit {limits.max_items:,})",
+                                    "build a shorter list")
+    return args, kwargs
+
+
+def _guard_filter(name: str, func: Any) -> Any:
+    """The filter with its arguments checked first and its text result measured after."""
+    pass_arg = getattr(func, "jinja_pass_arg", None)
+    skip = 0 if pass_arg is None else 1  # context, eval context or environment comes first
+
+    @functools.wraps(func)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        head, args = args[:skip], args[skip:]
+        for arg in list(args[1:]) + list(kwargs.values()):
+            if isinstance(arg, Undefined):
+                arg._fail_with_undefined_error()
+        args, kwargs = _pre_check(name, args, kwargs)
+        result = func(*head, *args, **kwargs)
+        if isinstance(result, str):
+            _check_text(result, f"the output of |{name}")
+        return result
+
+    return guarded
+
+
+def _guard_test(name: str, func: Any) -> Any:
+    """The test refusing an undefined value, except `defined` and `undefined`, which exist to look at one."""
+    if name in ("defined", "undefined"):
+        return func
+    skip = 0 if getattr(func, "jinja_pass_arg", None) is None else 1
+
+    @functools.wraps(func)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        for arg in list(args[skip:]) + list(kwargs.values()):
+            if isinstance(arg, Undefined):
+                arg._fail_with_undefined_error()
+        return func(*args, **kwargs)
+
+    return guarded
+
+
+# -- the environment --------------------------------------------------------------------------------
+
+class _StrictUndefined(StrictUndefined):
+    """StrictUndefined that also refuses repr(), so `{{ [d.nokey] }}` fails instead of printing `[Undefined]`."""
+
+    __slots__ = ()
+    __repr__ = Undefined._fail_with_undefined_error
+
+
+def _finalize(value: Any) -> Any:
+    if type(value) is not str:
+        _check_text(value, "the printed value")
+    return value
+
+
+def _bounded_join(parts: Any) -> str:
+    limit = _limits().max_text
+    out, total = [], 0
+    for part in parts:
+        total += len(part)
+        if total > limit:
+            raise LimitExceeded(f"the rendered text is over the limit of {limit:,} characters",
+                                "render less text: loop over fewer items or pass shorter values")
+        out.append(part)
+    return "".join(out)
+
+
+class PromptEnvironment(ImmutableSandboxedEnvironment):
+    """The immutable sandbox with StrictUndefined, checked operators, filters and calls, and a bounded output."""
+
+    intercepted_binops = frozenset({"+", "-", "*", "**", "%"})
+    concat = staticmethod(_bounded_join)
+
+    def __init__(self) -> None:
+        super().__init__(undefined=_StrictUndefined, autoescape=False, finalize=_finalize)
+        for name in _DROPPED_FILTERS:
+            self.filters.pop(name, None)
+        self.filters = {name: _guard_filter(name, f) for name, f in self.filters.items()}
+        self.tests = {name: _guard_test(name, f) for name, f in self.tests.items()}
+        self.globals.pop("lipsum", None)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        for value in (left, right):
+            if isinstance(value, Undefined):
+                value._fail_with_undefined_error()
+        return _checked_binop(operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        _step()
+        for arg in args + tuple(kwargs.values()):
+            if isinstance(arg, Undefined):
+                arg._fail_with_undefined_error()
+        if isinstance(__obj, LoopContext) and args:  # a recursive loop's `loop(children)`
+            args = (__self.bounded_iter(args[0]),) + args[1:]
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, (str, bytes)) and getattr(__obj, "__name__", None) in _GROWING_METHODS:
+            args = _check_str_method(owner, __obj.__name__, args, kwargs)
+        result = super().call(__context, __obj, *args, **kwargs)
+        if isinstance(result, str):
+            _check_text(result, "the returned text")
+        return result
+
+    def wrap_str_format(self, value: Any) -> Any:
+        wrapper = super().wrap_str_format(value)
+        if wrapper is None or not isinstance(value.__self__, str):
+            return wrapper
+        fmt, is_map = value.__self__, value.__name__ == "format_map"
+
+        def bounded_format(*args: Any, **kwargs: Any) -> str:
+            if is_map:
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one positional argument")
+                args, kwargs = (), args[0]
+            _check_format_string(fmt)
+            return type(fmt)(_BoundedFormatter(self).vformat(fmt, args, kwargs))
+
+        return functools.update_wrapper(bounded_format, value)
+
+    # Called from templates through the nodes _Bounder adds (EnvironmentAttribute: never shadowed).
+    def bounded_iter(self, iterable: Any) -> Any:
+        budget = _budget.get()
+        if budget is None:
+            yield from iterable
+            return
+        for item in iterable:
+            budget.step()
+            yield item
+
+    def checked_literal(self, value: Any) -> Any:
+        items = value.items() if isinstance(value, dict) else ((v,) for v in value)
+        for pair in items:
+            for item in pair:
+                if isinstance(item, Undefined):
+                    item._fail_with_undefined_error()
+        return value
+
+    def checked_concat(self, *values: Any) -> str:
+        limit = _limits().max_text
+        total = 0
+        for value in values:
+            total += _text_size(value, limit)
+            if total > limit:
+                raise _too_long("the joined text", total, limit)
+        return "".join(map(str, values))
+
+    def compile_checked(self, ast: nodes.Template) -> Any:
+        """`ast` with the bound checks added and constant expressions checked, compiled."""
+        return self.from_string(_Bounder(self).visit(ast))
+
+
+def _env_call(env: PromptEnvironment, name: str, *args: nodes.Expr, lineno: int) -> nodes.Call:
+    call = nodes.Call(nodes.EnvironmentAttribute(name), list(args), [], None, None)
+    call.set_lineno(lineno)
+    call.set_environment(env)
+    return call
+
+
+class _Bounder(NodeTransformer):
+    """Rewrites a parsed template so that its loops count steps, its literals refuse undefined values,
+    `~` measures what it joins; and evaluates constant expressions with the checked operators, so
+    `{{ 10 ** 100000 }}` fails at push (with its line) instead of in Jinja2's constant folding."""
+
+    def __init__(self, env: PromptEnvironment):
+        self.env = env
+        self.ctx = nodes.EvalContext(env)
+        self.loop_product = 1
+
+    def _const(self, node: nodes.Node) -> tuple[bool, Any]:
+        try:
+            return True, node.as_const(self.ctx)
+        except nodes.Impossible as exc:
+            if isinstance(exc.__cause__, LimitExceeded):
+                raise LimitExceeded(exc.__cause__.message, exc.__cause__.fix, node.lineno) from None
+            return False, None
+        except LimitExceeded as exc:
+            raise LimitExceeded(exc.message, exc.fix, node.lineno) from None
+        except Exception:
+            return False, None
+
+    def visit_BinExpr(self, node: nodes.BinExpr) -> nodes.Node:
+        self.generic_visit(node)
+        if node.operator in self.env.intercepted_binops:
+            if node.operator == "%" and isinstance(node.left, nodes.Const) and isinstance(node.left.value, str):
+                try:
+                    size = _printf_size(node.left.value, ())
+                except LimitExceeded as exc:
+                    raise LimitExceeded(exc.message, exc.fix, node.lineno) from None
+                if size > DEFAULT_LIMITS.max_text:
+                    raise LimitExceeded(_too_long("the formatted text", size, DEFAULT_LIMITS.max_text).message,
+                                        "use a smaller width or precision", node.lineno)
+            if isinstance(node.left, nodes.Const) and isinstance(node.right, nodes.Const):
+                try:
+                    value = _checked_binop(node.operator, node.left.value, node.right.value)
+                except LimitExceeded as exc:
+                    raise LimitExceeded(exc.message, exc.fix, node.lineno) from None
+                except Exception:
+                    return node  # 1 / 0, 'a' - 1: Python's own error at render
+                return nodes.Const.from_untrusted(value, lineno=node.lineno, environment=self.env)
+        return node
+
+    # NodeTransformer dispatches on the class name: Pow, Mul, Add, Sub, Mod are the BinExprs we check.
+    visit_Pow = visit_Mul = visit_Add = visit_Sub = visit_Mod = visit_BinExpr
+
+    def visit_Filter(self, node: nodes.Filter) -> nodes.Node:
+        self.generic_visit(node)  # arguments: the guarded filter refuses an undefined one
+        if node.node is not None:
+            self._const(node)
+        return node
+
+    def visit_Call(self, node: nodes.Call) -> nodes.Node:
+        self.generic_visit(node)
+        target = node.node
+        if (isinstance(target, nodes.Getattr) and target.attr in ("format", "format_map")
+                and isinstance(target.node, nodes.Const) and isinstance(target.node.value, str)):
+            try:
+                _check_format_string(target.node.value)
+            except LimitExceeded as exc:
+                raise LimitExceeded(exc.message, exc.fix, node.lineno) from None
+        return node
+
+    def _literal(self, node: nodes.Expr) -> nodes.Expr:
+        self.generic_visit(node)
+        if getattr(node, "ctx", "load") != "load" or self._const(node)[0]:
+            return node
+        return _env_call(self.env, "checked_literal", node, lineno=node.lineno)
+
+    visit_List = visit_Tuple = visit_Dict = _literal
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        ok, value = self._const(node)
+        if ok:
+            if len(value) > DEFAULT_LIMITS.max_text:
+                raise LimitExceeded(_too_long("the joined text", len(value), DEFAULT_LIMITS.max_text).message,
+                                    "build shorter text", node.lineno)
+            return node
+        return _env_call(self.env, "checked_concat", *node.nodes, lineno=node.lineno)
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        count = self._static_length(node.iter)
+        outer = self.loop_product
+        self.loop_product *= count
+        if self.loop_product > DEFAULT_LIMITS.max_steps:
+            raise LimitExceeded(f"these nested loops would run {self.loop_product:,} times "
+                                f"(limit {DEFAULT_LIMITS.max_steps:,})", "loop over less data", node.lineno)
+        try:
+            self.generic_visit(node)
+        finally:
+            self.loop_product = outer
+        node.iter = _env_call(self.env, "bounded_iter", node.iter, lineno=node.lineno)
+        return node
+
+    def _static_length(self, node: nodes.Expr) -> int:
+        """The length of `range(<constants>)`, else 1."""
+        if (isinstance(node, nodes.Call) and isinstance(node.node, nodes.Name) and node.node.name == "range"
+                and not node.kwargs and node.dyn_args is None and node.dyn_kwargs is None
+                and all(isinstance(a, nodes.Const) and isinstance(a.value, int) for a in node.args)):
+            try:
+                n = len(range(*(a.value for a in node.args)))
+            except (TypeError, ValueError, OverflowError):
+                return 1
+            if n > DEFAULT_LIMITS.max_items:
+                raise LimitExceeded(f"range() of {n:,} items is over the limit of {DEFAULT_LIMITS.max_items:,}",
+                                    "loop over fewer items", node.lineno)
+            return max(n, 1)
+        return 1
+
