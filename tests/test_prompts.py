@@ -234,3 +234,49 @@ def test_to_yaml_reads_back_as_the_same_prompt():
     assert "content: |" in text
     again, _ = load_prompt_spec("again.yaml", text=text)
     assert canonical_spec(again) == prompt.to_dict()
+
+
+# -- variable types and model params ---------------------------------------------------------------
+
+PY_TYPES = "variables: {a: str, b: int, c: float, d: bool, e: list, f: dict}\n"
+JSON_TYPES = "variables: {a: string, b: integer, c: number, d: boolean, e: array, f: {type: object}}\n"
+
+
+def test_json_schema_type_names_are_the_same_prompt_as_python_names():
+    body = "name: p\ntemplate: '{{ a }} {{ b }} {{ c }} {{ d }} {{ e|length }} {{ f|length }}'\n"
+    py, _ = load_prompt_spec("p.yaml", text=body + PY_TYPES)
+    js, _ = load_prompt_spec("p.yaml", text=body + JSON_TYPES)
+    assert canonical_spec(js) == canonical_spec(py)  # one digest: pushing either spelling is `unchanged`
+    prompt = Prompt(js, version=1)
+    assert prompt.render(a="x", b=1, c=0.5, d=True, e=[1], f={}) == "x 1 0.5 True 1 0"
+    with pytest.raises(TemplateError) as info:
+        prompt.render(a="x", b="1", c=0.5, d=True, e=[1], f={})
+    assert str(info.value) == "prompt p@1: variable 'b' must be int, got str (pass an int)"
+
+
+@pytest.mark.parametrize("field, bad", [
+    ("temperature", -0.1), ("temperature", 2.5), ("max_tokens", 0), ("max_tokens", 40000),
+    ("top_p", 0), ("top_p", 1.5), ("stop", [""]), ("seed", "x"),
+])
+def test_model_params_refuse_what_generation_params_refuse_with_the_same_message(field, bad):
+    from pydantic import ValidationError
+
+    from llmops.models import GenerationParams
+    from llmops.prompts.spec import ModelParams
+
+    with pytest.raises(ValidationError) as backend:
+        GenerationParams(**{field: bad})
+    with pytest.raises(ValidationError) as prompt:
+        ModelParams(**{field: bad})
+    assert prompt.value.errors()[0]["msg"] == backend.value.errors()[0]["msg"]
+
+
+def test_model_params_are_generation_params_made_optional():
+    from llmops.models import GenerationParams
+    from llmops.prompts.spec import ModelParams
+
+    assert set(ModelParams.model_fields) == set(GenerationParams.model_fields)
+    assert ModelParams().as_dict() == {}
+    params = ModelParams(temperature=0.2, max_tokens=16, stop="END")
+    assert params.as_dict() == {"temperature": 0.2, "max_tokens": 16, "stop": ["END"]}
+    assert GenerationParams(**params.as_dict()) == GenerationParams(temperature=0.2, max_tokens=16, stop=("END",))
