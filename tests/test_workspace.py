@@ -99,3 +99,18 @@ def test_workspace_path_that_is_a_file(tmp_path):
     f.write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
         llmops.Workspace(f)
+
+
+def test_head_revision_from_file_names_is_alembics():
+    assert migrate.head_revision() == migrate.alembic_head_revision()
+
+
+def test_opening_a_store_at_head_imports_no_alembic(tmp_path):
+    import subprocess
+    import sys
+
+    llmops.Workspace(tmp_path / "w").close()
+    code = ("import sys, llmops.workspace as w; ws = w.Workspace(sys.argv[1], create=False); ws.search_runs(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "w")], capture_output=True, text=True)
+    assert (r.returncode, r.stdout.strip()) == (0, "[]"), r.stderr
