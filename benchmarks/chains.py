@@ -67,7 +67,7 @@ def main() -> None:
             """))
         ws.prompts.push_folder(ws.root / "prompts")
         chain = ws.chains.load("ask@1")
-        backend = chain.pinned.backends["generate"]
+        backend = chain.pinned.bound["generate"].backend
         request = Request.chat(ws.prompts.get("ask@1").render(question="what is it?"), temperature=0, max_tokens=8)
         inputs = {"question": "what is it?"}
 

@@ -126,7 +126,7 @@ def _fork_parents(ws: Workspace, fork: Iterable[str], items: list[FolderItem]) -
     for text in fork:
         r = parse_ref(text, default_kind="prompt", kinds=SPEC_KINDS)
         if r.version is None:
-            raise InvalidRef(f"fork {text!r}: name the version to fork from, e.g. {r.at(1).short}")
+            raise InvalidRef(f"fork {text!r}: name the version to fork from, e.g. {r.at(1)}")
         if (r.kind, r.name) not in present:
             raise SpecError(f"fork {text!r}: {r.kind} '{r.name}' is not among the files being pushed")
         ws.registry.get(str(r), record=False)  # AssetNotFound if absent

@@ -26,8 +26,6 @@ __all__ = ["ChainPlan", "Planner", "Resolver", "check_chain"]
 Resolver = Callable[[str, str], Any]
 
 _TYPE_WORDS = {"documents": "a list of documents", "prompt": "a rendered prompt", "any": "any value"}
-_TYPE_NAMES = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "array": "list",
-               "object": "dict"}
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,6 @@ class ChainPlan:
 
 
 def _fits(value_type: str, wanted: str) -> bool:
-    value_type, wanted = _TYPE_NAMES.get(value_type, value_type), _TYPE_NAMES.get(wanted, wanted)
     if value_type == "any" or wanted == "any" or value_type == wanted:
         return True
     return (wanted == "list" and value_type == "documents") or (wanted == "float" and value_type == "int")

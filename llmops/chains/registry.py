@@ -92,7 +92,7 @@ class ChainRegistry:
 
     def history(self, name: str) -> list[dict[str, Any]]:
         """Every version (with its parent) and every alias move of a chain, oldest first."""
-        return self._ws.registry.history(str(parse_ref(name, default_kind="chain", kinds=("chain",)).at(None)))
+        return self._ws.registry.history(parse_ref(name, default_kind="chain", kinds=("chain",)).base)
 
     def diff(self, a: str, b: str) -> dict:
         """A structured diff of two chain versions' specs."""

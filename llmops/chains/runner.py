@@ -77,10 +77,10 @@ class Pinned:
     bound: dict[str, Any] = field(default_factory=dict)
     used: list[AssetVersion] = field(default_factory=list)
     subchains: list[Pinned] = field(default_factory=list)
+    steps: dict[str, StepSpec] = field(init=False)
 
-    @property
-    def steps(self) -> dict[str, StepSpec]:
-        return {s.name: s for s in self.spec.steps}
+    def __post_init__(self) -> None:
+        self.steps = {s.name: s for s in self.spec.steps}
 
     def all_used(self) -> list[AssetVersion]:
         out = [self.av, *self.used]
@@ -95,8 +95,8 @@ class Pinning:
 
     ws: Any
     pinned: Pinned
+    step: StepSpec
     pin_chain: Callable[[str], Pinned]
-    step: StepSpec | None = None
 
     def use(self, av: AssetVersion) -> None:
         """Record that the chain uses this version (a `used` edge on every call)."""
@@ -104,7 +104,6 @@ class Pinning:
 
     def source(self, param: str) -> Any:
         """What the step feeding `param` of the current step was pinned to (None for a chain input)."""
-        assert self.step is not None
         value = self.pinned.plan.wiring[self.step.name].get(param)
         producer = self.pinned.plan.producer(self.pinned.spec, value) if value else None
         return self.pinned.bound.get(producer.name) if producer is not None else None
@@ -119,11 +118,9 @@ class Pinning:
 def pin(ws: Any, av: AssetVersion, spec: ChainSpec, plan: ChainPlan, pin_chain: Callable[[str], Pinned]) -> Pinned:
     """Pin every step, in run order (so a step can see what feeds it)."""
     pinned = Pinned(av=av, spec=spec, plan=plan)
-    pinning = Pinning(ws, pinned, pin_chain)
     steps = pinned.steps
     for name in plan.order:
-        pinning.step = steps[name]
-        pinned.bound[name] = steps[name].pin(pinning)
+        pinned.bound[name] = steps[name].pin(Pinning(ws, pinned, steps[name], pin_chain))
     return pinned
 
 

@@ -247,9 +247,7 @@ class ChainSpec(_Strict):
         return next(s for s in self.steps if s.name == name)
 
 
-_PY_TYPES: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict,
-                             "string": str, "integer": int, "number": float, "boolean": bool, "array": list,
-                             "object": dict}
+_PY_TYPES: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
 
 
 def _not_bool(value: Any) -> Any:
