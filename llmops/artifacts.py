@@ -6,22 +6,15 @@ can always tell whether the bytes on disk are still the ones that were written.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path, PurePosixPath
 
+from llmops.atomic import atomic_write
+from llmops.digests import sha256_file, sha256_hex
 from llmops.errors import CorruptArtifact, InvalidArtifactName, NotFound
 
 _CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
-            h.update(block)
-    return h.hexdigest()
+# Blobs are read-only on disk: a blob is its digest, so nothing may change it in place.
+_BLOB_MODE = 0o444
 
 
 def check_name(name: str) -> str:
@@ -56,36 +49,24 @@ class ArtifactStore:
         return self.root / "sha256" / digest[:2] / digest[2:]
 
     def put(self, data: bytes | Path | str) -> str:
-        """Store bytes or a file's contents; returns the digest. Idempotent."""
+        """Store bytes or a file's contents; returns the digest. Idempotent.
+
+        Written to a temp file, fsynced, made read-only and renamed into place (llmops.atomic), so a
+        crash leaves the old state or the whole blob, never part of one.
+        """
         if isinstance(data, (str, Path)):
             src = Path(data)
             digest = sha256_file(src)
             target = self._blob(digest)
             if not target.exists():
                 with open(src, "rb") as f:
-                    self._write_atomic(target, iter(lambda: f.read(_CHUNK), b""))
+                    atomic_write(target, iter(lambda: f.read(_CHUNK), b""), mode=_BLOB_MODE)
             return digest
-        digest = hashlib.sha256(data).hexdigest()
+        digest = sha256_hex(data)
         target = self._blob(digest)
         if not target.exists():
-            self._write_atomic(target, [data])
+            atomic_write(target, data, mode=_BLOB_MODE)
         return digest
-
-    @staticmethod
-    def _write_atomic(target: Path, blocks) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for block in blocks:
-                    f.write(block)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     def exists(self, digest: str) -> bool:
         return self._blob(digest).exists()
@@ -97,7 +78,7 @@ class ArtifactStore:
             data = path.read_bytes()
         except FileNotFoundError:
             raise NotFound(f"artifact {digest} is missing from {self.root}") from None
-        if hashlib.sha256(data).hexdigest() != digest:
+        if sha256_hex(data) != digest:
             raise _corrupt(digest, path)
         return data
 

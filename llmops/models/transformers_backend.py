@@ -101,40 +101,33 @@ def _load_base(source: ModelSource) -> _Loaded:
 
 def _converted_dir(source: ModelSource) -> Path:
     """Cache folder for a GGUF's de-quantised weights, keyed by the file and the transformers version."""
-    import hashlib
-
     import transformers
+
+    from llmops.cachedir import user_cache_dir
+    from llmops.digests import sha256_hex
 
     gguf = (source.folder / source.gguf_file).resolve()
     stat = gguf.stat()
     key = f"{gguf}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}"
-    from llmops.cachedir import user_cache_dir
-
-    return user_cache_dir("models") / f"{gguf.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    return user_cache_dir("models") / f"{gguf.stem}-{sha256_hex(key)[:16]}"
 
 
 def _save_converted(model: Any, tokenizer: Any, target: Path) -> None:
     """Save de-quantised weights as safetensors (temp folder + rename); a failure only costs speed."""
-    import shutil
-    import tempfile
+    from llmops.atomic import atomic_dir
 
     saved = {name: getattr(model, name) for name in ("hf_quantizer",) if hasattr(model, name)}
     qconfig = getattr(model.config, "quantization_config", None)
-    tmp: Path | None = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
         # the weights are already plain fp32 tensors; the GGUF quantizer only blocks serialisation
         model.hf_quantizer = None
         if qconfig is not None:
             del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.rename(tmp, target)
-    except Exception as exc:  # read-only home, disk full, another process won the rename: load from GGUF next time
+        with atomic_dir(target) as tmp:  # another process that saved first keeps its copy
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+    except Exception as exc:  # read-only home, disk full: load from the GGUF next time
         log.warning("could not cache de-quantised weights in %s: %s", target, exc)
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
     finally:
         for name, value in saved.items():
             setattr(model, name, value)
