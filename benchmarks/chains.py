@@ -41,14 +41,14 @@ def main() -> None:
     import torch
 
     import llmops
-    from llmops.models import Request, register_model
+    from llmops.models import Request, model_spec
     from model_support import build_tiny_model
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         ws = llmops.Workspace(root / "ws")
-        register_model(ws, "tiny", build_tiny_model(root / "tiny"))
+        ws.registry.push("model", "tiny", spec=model_spec(build_tiny_model(root / "tiny")))
         (ws.root / "prompts").mkdir()
         (ws.root / "prompts" / "ask.yaml").write_text(textwrap.dedent("""\
             name: ask

@@ -1,5 +1,5 @@
 """A step type is one class: a new one, defined here and registered through the public API, is
-checked, pinned and run without touching llmops (what the evals' `judge`/`score` steps will do)."""
+checked, pinned and run without touching llmops."""
 
 from __future__ import annotations
 

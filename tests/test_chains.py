@@ -8,14 +8,8 @@ import pytest
 from langchain_core.runnables import RunnableLambda
 
 from llmops.errors import SpecError
-from model_support import build_tiny_model
 from rag_support import build_tiny_model as build_tiny_embedder
 from rag_support import write_corpus, write_spec
-
-
-@pytest.fixture(scope="module")
-def llm_dir(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llm"))
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +25,11 @@ def write(root, rel, text):
 
 
 @pytest.fixture
-def chain_ws(ws, llm_dir, embedder_dir):
+def chain_ws(ws, tiny_llm_dir, embedder_dir):
     """A workspace with the tiny model registered, an index `kb`, a prompt and a rag chain pushed."""
-    from llmops.models import register_model
+    from llmops.models import model_spec
 
-    register_model(ws, "tiny", llm_dir)
+    ws.registry.push("model", "tiny", spec=model_spec(tiny_llm_dir))
     write_corpus(ws.root)
     ws.rag.ingest(write_spec(ws.root, embedder_dir, name="kb"))
     write(ws.root, "prompts/ask.yaml", """\

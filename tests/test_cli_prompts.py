@@ -16,7 +16,6 @@ import llmops.cli
 from llmops.cli import app
 from llmops.errors import InvalidRef, SpecError
 from llmops.prompts import canonical_spec, load_prompt_spec
-from model_support import build_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
 QA_V1 = REPO / "llmops" / "quickstart" / "qa_v1.yaml"
@@ -108,13 +107,13 @@ def test_bad_prompt_file_exits_2_with_one_line_naming_file_and_line_and_pushes_n
     assert ok_json(root, "assets", "list") == []
 
 
-def test_chains_invoke_prints_answer_and_run(tmp_path):
+def test_chains_invoke_prints_answer_and_run(tmp_path, tiny_llm_dir):
     import llmops
-    from llmops.models import register_model
+    from llmops.models import model_spec
 
     root = tmp_path / "w"
     ws = llmops.Workspace(root)
-    register_model(ws, "tiny", build_tiny_model(tmp_path / "tiny"))
+    ws.registry.push("model", "tiny", spec=model_spec(tiny_llm_dir))
     ws.close()
     (root / "prompts").mkdir(parents=True)
     (root / "prompts" / "ask.yaml").write_text(textwrap.dedent("""\

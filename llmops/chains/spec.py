@@ -16,8 +16,8 @@ class in `llmops.chains.steps`. A single-input step without `input:` reads the o
 listed just before it.
 
 Step types are classes registered by their `type:` (`register_step`); the `steps:` field is a
-pydantic discriminated union rebuilt from that registry, so a new step type (a `judge` step of the
-evals) is one class in one file. Every ref field is typed with `ref_field(kind)`, which parses it
+pydantic discriminated union rebuilt from that registry, so a new step type is one class in one
+file, wherever it lives. Every ref field is typed with `ref_field(kind)`, which parses it
 with `llmops.store.refs.parse_ref`: a bad ref is a SpecError naming file, line and field.
 
 This module is stage 1 (what one file can know alone); `llmops.chains.plan.check_chain` is stage 2.

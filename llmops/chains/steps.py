@@ -145,7 +145,7 @@ class GenerateStep(StepSpec):
 
 def _model(ws: Any, ref: str) -> AssetVersion:
     """A model asset; the embedded model (or a local path) is registered on first use."""
-    from llmops.models import register_model
+    from llmops.models import model_spec
     from llmops.models.sources import is_local_source
     from llmops.store.refs import parse_ref
 
@@ -155,7 +155,7 @@ def _model(ws: Any, ref: str) -> AssetVersion:
         if "@" in ref or not is_local_source(ref):
             raise
         name = parse_ref(ref, default_kind="model").name
-        return register_model(ws, name, name, message="registered on first use")
+        return ws.registry.push("model", name, spec=model_spec(name), message="registered on first use")
 
 
 def _adapter_folder(ws: Any, av: AssetVersion) -> Any:
