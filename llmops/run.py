@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING
 from llmops.artifacts import check_name
 from llmops.errors import InvalidValue, ParamConflict
 from llmops.store import runs as run_store
-from llmops.store.values import check_key, check_step, metric_value, text_value
+from llmops.store.values import check_key, check_step, check_text, metric_value, text_value
 
 if TYPE_CHECKING:
     from llmops.store.registry import AssetVersion
     from llmops.workspace import Workspace
 
+MAX_ARTIFACT_NAME = 1024  # the run_artifacts.name column
 FLUSH_EVERY_ROWS = 2000
 FLUSH_EVERY_SECONDS = 2.0
 
@@ -110,7 +111,7 @@ class Run:
             if isinstance(data, bytes):
                 raise InvalidValue("log_artifact(bytes) needs name=, e.g. name='report.json'")
             name = Path(data).name
-        check_name(name)
+        check_text(check_name(name), f"artifact name {name[:60]!r}", MAX_ARTIFACT_NAME)
         digest = self._ws.artifacts.put(data)
         size = len(data) if isinstance(data, bytes) else Path(data).stat().st_size
         run_store.add_artifact(self._ws.engine, self.id, name, digest, size)

@@ -49,7 +49,7 @@ def _make_home(home: Path) -> None:
         home.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise ConfigError(f"cannot create the workspace folder {home}: a part of that path is a file; "
-                          "point --workspace at a folder") from None
+                          "a workspace must be a folder") from None
     except OSError as exc:
         raise ConfigError(f"cannot create the workspace folder {home}: {exc.strerror or exc}; "
                           "choose a folder you can write") from None
@@ -64,7 +64,7 @@ class Workspace:
         and creates nothing. A workspace this process cannot write is opened read-only."""
         root = Path(path).expanduser().resolve()
         if root.exists() and not root.is_dir():
-            raise ConfigError(f"workspace {root} is a file; point --workspace at a folder")
+            raise ConfigError(f"workspace {root} is a file, not a folder")
         home = root / ".llmops"
         url = store_url or default_url(home)
         db = sqlite_path(url)
@@ -76,7 +76,7 @@ class Workspace:
             _make_home(home)
         try:
             if not create and migrate.current_revision(engine) is None:
-                raise ConfigError(f"no llmops store at {_shown(engine)}; create one with create=True")
+                raise ConfigError(f"no llmops store at {_shown(engine)}: it holds no llmops tables yet")
             migrate.upgrade(engine)
         except ConfigError:
             engine.dispose()

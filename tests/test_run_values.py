@@ -123,3 +123,11 @@ def test_bad_run_names_are_refused_before_anything_is_stored(store_ws, name, kin
         with store_ws.start_run(name, kind=kind):
             pass
     assert store_ws.search_runs() == []
+
+
+def test_an_artifact_name_longer_than_the_store_holds_is_refused(store_ws):
+    with store_ws.start_run("r") as run:
+        with pytest.raises(InvalidValue, match="the limit is 1024"):
+            run.log_artifact(b"x", name="a/" * 600 + "b")
+        run.log_artifact(b"x", name="a" * 1024)
+    assert list(store_ws.get_run(run.id).artifacts) == ["a" * 1024]
