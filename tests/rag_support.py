@@ -1,4 +1,5 @@
-"""Helpers for the RAG tests: a tiny BERT sentence-transformer built locally, a real PDF writer, spec writers.
+"""Helpers for the RAG and embedder tests: the one tiny BERT sentence-transformer, a real PDF writer,
+spec writers, and the `llmops` command run in process (`cli`) or as a real process (`cli_process`).
 
 The tiny model has random weights (seeded) and MiniLM's real tokenizer, so chunk sizing, caching,
 indexing and search run on a real sentence-transformers model in a fraction of a second per batch.
@@ -6,10 +7,34 @@ indexing and search run on a real sentence-transformers model in a fraction of a
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str):
+    """`llmops ARGS` in this process through Typer's CliRunner; an LLMOpsError stays in `.exception`."""
+    from typer.testing import CliRunner
+
+    import llmops.cli as c
+
+    c._register()
+    return CliRunner().invoke(c.app, [str(a) for a in args])
+
+
+def cli_process(*args: str, cwd: Path | None = None, wait: bool = True):
+    """`python -m llmops.cli ARGS` as a real process (exit codes, concurrency): CompletedProcess, or Popen."""
+    cmd = [sys.executable, "-m", "llmops.cli", *[str(a) for a in args]]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if not wait:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env)
 
 
 def build_tiny_model(folder: Path, seed: int = 0) -> Path:

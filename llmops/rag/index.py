@@ -13,8 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from llmops.errors import SpecError
 from llmops.rag.spec import IndexSpec
 
@@ -73,6 +71,8 @@ def apply_search_params(index: Any, params: dict[str, int]) -> None:
 
 def build_index(vectors: np.ndarray, ids: np.ndarray, plan: IndexPlan) -> Any:
     """Build and fill an index; vectors must be L2-normalised float32 (n, dim), ids distinct int64."""
+    import numpy as np
+
     faiss = _faiss()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
@@ -99,6 +99,8 @@ def read_index(path: Path, search_params: dict[str, int] | None = None) -> Any:
 
 def index_ids(index: Any) -> np.ndarray:
     """The int64 ids an IndexIDMap2 holds, in insertion order."""
+    import numpy as np
+
     return _faiss().vector_to_array(index.id_map).astype(np.int64)
 
 
@@ -113,6 +115,8 @@ def all_vectors(index: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def exact_search(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Brute-force inner-product top-k ids: the reference ANN recall is measured against."""
+    import numpy as np
+
     faiss = _faiss()
     flat = faiss.IndexFlatIP(vectors.shape[1])
     flat.add(np.ascontiguousarray(vectors, dtype=np.float32))
@@ -184,6 +188,8 @@ def tune_index(index: Any, plan: IndexPlan, *, target: float = 0.95, k: int = 10
     vectors are drawn (seeded), which overstates HNSW recall (see sample_queries). The index is left
     set to the chosen value.
     """
+    import numpy as np
+
     if plan.type not in ("hnsw", "ivf"):
         raise SpecError(f"a {plan.type} index is exact and has nothing to tune", fix="use an hnsw or ivf index")
     ids, vectors = all_vectors(index)
