@@ -58,3 +58,24 @@ def ws(tmp_path):
     ws = llmops.Workspace(tmp_path / "ws")
     yield ws
     ws.close()
+
+
+# -- the tiny local chat LLM (tests/model_support.py), built once per session -----------------------
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory):
+    """A 2-layer Llama folder with a BPE tokenizer trained here (model id `tiny-llama`), built once.
+
+    Shared by every test module: copy it before changing a file in it.
+    """
+    from model_support import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llm") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tiny_llm_dir):
+    """The tiny LLM loaded by the transformers backend (a backend keeps no state between calls)."""
+    from llmops.models import load_backend
+
+    return load_backend(str(tiny_llm_dir))

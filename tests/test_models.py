@@ -19,9 +19,9 @@ from pydantic import ValidationError
 
 import llmops.models as models
 from llmops.errors import BackendError, SpecError
-from llmops.models import Generation, GenerationParams, Request, fingerprint, load_backend, register_model
+from llmops.models import Generation, GenerationParams, Request, fingerprint, load_backend, model_spec
 from llmops.models.stops import cut_at_stop, emittable
-from model_support import CHAT_TEMPLATE, build_tiny_model
+from model_support import CHAT_TEMPLATE
 
 CHAT = [{"role": "user", "content": "Hello there, how are you?"}]
 
@@ -39,24 +39,14 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dir):
-    return load_backend(str(tiny_dir))
-
-
-@pytest.fixture(scope="module")
-def adapter_dir(tiny_dir, tmp_path_factory) -> Path:
+def adapter_dir(tiny_llm_dir, tmp_path_factory) -> Path:
     """A LoRA adapter with random (non-zero) weights, saved by PEFT."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(1)
-    base = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
     peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
                                                  init_lora_weights=False))
     folder = tmp_path_factory.mktemp("adapter") / "qa-lora"
@@ -118,53 +108,53 @@ def test_emittable_holds_back_what_may_still_change():
 # -- the transformers backend on a tiny model -------------------------------------------------
 
 
-def test_greedy_is_deterministic(tiny):
-    first = tiny.chat(CHAT, max_tokens=20)
-    assert first == tiny.chat(CHAT, max_tokens=20)
+def test_greedy_is_deterministic(tiny_llm):
+    first = tiny_llm.chat(CHAT, max_tokens=20)
+    assert first == tiny_llm.chat(CHAT, max_tokens=20)
     assert first.text and first.model == "tiny-llama"
-    assert tiny.complete("abc def", max_tokens=20) == tiny.complete("abc def", max_tokens=20)
+    assert tiny_llm.complete("abc def", max_tokens=20) == tiny_llm.complete("abc def", max_tokens=20)
 
 
-def test_max_tokens_is_honoured(tiny):
+def test_max_tokens_is_honoured(tiny_llm):
     for n in (1, 5, 17):
-        gen = tiny.complete("abc def", max_tokens=n)
+        gen = tiny_llm.complete("abc def", max_tokens=n)
         assert gen.completion_tokens == n and gen.finish_reason == "length"
-    longer = tiny.complete("abc def", max_tokens=17)
-    assert longer.text.startswith(tiny.complete("abc def", max_tokens=5).text.rstrip("\ufffd"))
+    longer = tiny_llm.complete("abc def", max_tokens=17)
+    assert longer.text.startswith(tiny_llm.complete("abc def", max_tokens=5).text.rstrip("\ufffd"))
 
 
-def test_token_counts_match_the_tokenizer(tiny):
-    tok = tiny.tokenizer
-    chat = tiny.chat(CHAT, max_tokens=9)
+def test_token_counts_match_the_tokenizer(tiny_llm):
+    tok = tiny_llm.tokenizer
+    chat = tiny_llm.chat(CHAT, max_tokens=9)
     expected = "<|im_start|>user\nHello there, how are you?<|im_end|>\n<|im_start|>assistant\n"
     assert chat.prompt_tokens == len(tok(expected, add_special_tokens=False)["input_ids"])
     assert chat.completion_tokens == 9 and chat.total_tokens == chat.prompt_tokens + 9
-    completion = tiny.complete("abc def ghi", max_tokens=4)
+    completion = tiny_llm.complete("abc def ghi", max_tokens=4)
     assert completion.prompt_tokens == len(tok("abc def ghi")["input_ids"])
 
 
-def test_stop_strings_cut_the_text(tiny):
-    full = tiny.chat(CHAT, max_tokens=40)
+def test_stop_strings_cut_the_text(tiny_llm):
+    full = tiny_llm.chat(CHAT, max_tokens=40)
     stop = _word(full.text)
-    cut = tiny.chat(CHAT, max_tokens=40, stop=[stop, "never-produced"])
+    cut = tiny_llm.chat(CHAT, max_tokens=40, stop=[stop, "never-produced"])
     assert cut.text == full.text[: full.text.index(stop)]
     assert cut.finish_reason == "stop" and cut.completion_tokens < full.completion_tokens
-    assert stop not in "".join(tiny.stream_chat(CHAT, max_tokens=40, stop=[stop]))
-    assert tiny.chat(CHAT, max_tokens=40, stop=["never-produced"]) == full
+    assert stop not in "".join(tiny_llm.stream_chat(CHAT, max_tokens=40, stop=[stop]))
+    assert tiny_llm.chat(CHAT, max_tokens=40, stop=["never-produced"]) == full
 
 
-def test_streaming_concatenates_to_the_generation(tiny):
+def test_streaming_concatenates_to_the_generation(tiny_llm):
     for request in (Request.chat(CHAT, max_tokens=30), Request.completion("abc def", max_tokens=30),
-                    Request.chat(CHAT, max_tokens=30, stop=[_word(tiny.chat(CHAT, max_tokens=30).text, 2)])):
-        stream = tiny.stream(request)
+                    Request.chat(CHAT, max_tokens=30, stop=[_word(tiny_llm.chat(CHAT, max_tokens=30).text, 2)])):
+        stream = tiny_llm.stream(request)
         deltas = list(stream)
         assert len(deltas) > 1 and all(deltas)
         assert "".join(deltas) == stream.result.text
-        assert stream.result == tiny.generate(request)
+        assert stream.result == tiny_llm.generate(request)
 
 
-def test_a_closed_stream_stops_and_has_no_result(tiny):
-    stream = tiny.stream_chat(CHAT, max_tokens=30)
+def test_a_closed_stream_stops_and_has_no_result(tiny_llm):
+    stream = tiny_llm.stream_chat(CHAT, max_tokens=30)
     next(stream)
     stream.close()
     assert list(stream) == []
@@ -172,7 +162,7 @@ def test_a_closed_stream_stops_and_has_no_result(tiny):
         stream.result
 
 
-def test_batch_equals_individual_calls(tiny):
+def test_batch_equals_individual_calls(tiny_llm):
     requests = [
         Request.chat(CHAT, max_tokens=12),
         Request.completion("abc", max_tokens=12),
@@ -182,38 +172,38 @@ def test_batch_equals_individual_calls(tiny):
         Request.chat(CHAT, max_tokens=12, temperature=0.9, seed=7),
         Request.completion("abc", max_tokens=12, temperature=0.9, seed=7),
     ]
-    assert tiny.batch(requests) == [tiny.generate(r) for r in requests]
-    assert tiny.batch([]) == []
+    assert tiny_llm.batch(requests) == [tiny_llm.generate(r) for r in requests]
+    assert tiny_llm.batch([]) == []
 
 
-def test_seeded_sampling_is_reproducible(tiny):
-    a = tiny.chat(CHAT, max_tokens=20, temperature=1.0, seed=3)
-    assert a == tiny.chat(CHAT, max_tokens=20, temperature=1.0, seed=3)
-    assert a.text != tiny.chat(CHAT, max_tokens=20, temperature=1.0, seed=4).text
-    assert a.text != tiny.chat(CHAT, max_tokens=20).text
-    narrow = tiny.chat(CHAT, max_tokens=20, temperature=1.0, top_p=1e-6, seed=5)
-    assert narrow.text == tiny.chat(CHAT, max_tokens=20).text  # top_p this small keeps only the argmax
+def test_seeded_sampling_is_reproducible(tiny_llm):
+    a = tiny_llm.chat(CHAT, max_tokens=20, temperature=1.0, seed=3)
+    assert a == tiny_llm.chat(CHAT, max_tokens=20, temperature=1.0, seed=3)
+    assert a.text != tiny_llm.chat(CHAT, max_tokens=20, temperature=1.0, seed=4).text
+    assert a.text != tiny_llm.chat(CHAT, max_tokens=20).text
+    narrow = tiny_llm.chat(CHAT, max_tokens=20, temperature=1.0, top_p=1e-6, seed=5)
+    assert narrow.text == tiny_llm.chat(CHAT, max_tokens=20).text  # top_p this small keeps only the argmax
 
 
-def test_lora_adapter_changes_outputs_and_leaves_the_base_alone(tiny, tiny_dir, adapter_dir):
-    before = tiny.chat(CHAT, max_tokens=20)
-    tuned = load_backend(str(tiny_dir), adapter_path=adapter_dir)
+def test_lora_adapter_changes_outputs_and_leaves_the_base_alone(tiny_llm, tiny_llm_dir, adapter_dir):
+    before = tiny_llm.chat(CHAT, max_tokens=20)
+    tuned = load_backend(str(tiny_llm_dir), adapter_path=adapter_dir)
     assert tuned.model_id == "tiny-llama+qa-lora"
     after = tuned.chat(CHAT, max_tokens=20)
     assert after.text != before.text
     assert after == tuned.chat(CHAT, max_tokens=20)
-    assert tiny.chat(CHAT, max_tokens=20) == before
-    assert load_backend(str(tiny_dir)).chat(CHAT, max_tokens=20) == before
+    assert tiny_llm.chat(CHAT, max_tokens=20) == before
+    assert load_backend(str(tiny_llm_dir)).chat(CHAT, max_tokens=20) == before
 
 
-def test_adapter_folder_without_config_is_refused(tiny_dir, tmp_path):
+def test_adapter_folder_without_config_is_refused(tiny_llm_dir, tmp_path):
     with pytest.raises(BackendError, match="adapter_config.json"):
-        load_backend(str(tiny_dir), adapter_path=tmp_path)
+        load_backend(str(tiny_llm_dir), adapter_path=tmp_path)
 
 
-def test_chat_needs_a_chat_template(tiny_dir, tmp_path):
+def test_chat_needs_a_chat_template(tiny_llm_dir, tmp_path):
     plain = tmp_path / "plain"
-    shutil.copytree(tiny_dir, plain)
+    shutil.copytree(tiny_llm_dir, plain)
     (plain / "chat_template.jinja").unlink()
     backend = load_backend(str(plain))
     with pytest.raises(BackendError, match="no chat template"):
@@ -221,18 +211,18 @@ def test_chat_needs_a_chat_template(tiny_dir, tmp_path):
     assert backend.complete("abc", max_tokens=3).completion_tokens == 3
 
 
-def test_generation_stops_at_the_end_of_the_context_window(tiny):
+def test_generation_stops_at_the_end_of_the_context_window(tiny_llm):
     with pytest.raises(BackendError, match="at most 512"):
-        tiny.complete("abc " * 600, max_tokens=3)
+        tiny_llm.complete("abc " * 600, max_tokens=3)
     words = 1
-    while len(tiny.encode(Request.completion("abc " * (words + 1)))) < 505:
+    while len(tiny_llm.encode(Request.completion("abc " * (words + 1)))) < 505:
         words += 1
     near_end = Request.completion("abc " * words, max_tokens=20)
-    room = 512 - len(tiny.encode(near_end))
-    gen = tiny.generate(near_end)
+    room = 512 - len(tiny_llm.encode(near_end))
+    gen = tiny_llm.generate(near_end)
     assert 0 < room < 20 and gen.completion_tokens == room and gen.finish_reason == "length"
     short = Request.completion("abc", max_tokens=20)
-    assert tiny.batch([near_end, short]) == [gen, tiny.generate(short)]
+    assert tiny_llm.batch([near_end, short]) == [gen, tiny_llm.generate(short)]
 
 
 # -- dispatch --------------------------------------------------------------------------------
@@ -249,10 +239,10 @@ def test_load_backend_names_what_is_supported(tmp_path):
         load_backend({"backend": "transformers", "souce": "x"})
 
 
-def test_load_backend_accepts_specs_and_backends(tiny, tiny_dir):
-    assert load_backend(tiny) is tiny
-    from_spec = load_backend({"backend": "transformers", "source": str(tiny_dir)})
-    assert from_spec.chat(CHAT, max_tokens=8) == tiny.chat(CHAT, max_tokens=8)
+def test_load_backend_accepts_specs_and_backends(tiny_llm, tiny_llm_dir):
+    assert load_backend(tiny_llm) is tiny_llm
+    from_spec = load_backend({"backend": "transformers", "source": str(tiny_llm_dir)})
+    assert from_spec.chat(CHAT, max_tokens=8) == tiny_llm.chat(CHAT, max_tokens=8)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
@@ -266,7 +256,7 @@ def test_vllm_backend_explains_how_to_install_it():
 def test_public_names_are_exactly_all():
     assert models.__all__ == [
         "Backend", "ChatMessage", "DEFAULT_MODEL", "Generation", "GenerationParams", "GenerationStream",
-        "ModelFingerprint", "Request", "fingerprint", "load_backend", "register_model",
+        "ModelFingerprint", "Request", "fingerprint", "load_backend", "model_spec",
     ]
     assert all(hasattr(models, name) for name in models.__all__)
 
@@ -274,12 +264,12 @@ def test_public_names_are_exactly_all():
 # -- fingerprints and the registry -----------------------------------------------------------
 
 
-def test_fingerprint_is_stable_and_tracks_template_changes(tiny_dir, tmp_path):
-    fp = fingerprint(tiny_dir)
-    assert fp == fingerprint(tiny_dir) and len(fp.digest) == 64
+def test_fingerprint_is_stable_and_tracks_template_changes(tiny_llm_dir, tmp_path):
+    fp = fingerprint(tiny_llm_dir)
+    assert fp == fingerprint(tiny_llm_dir) and len(fp.digest) == 64
     assert {"model.safetensors", "tokenizer.json", "chat_template.jinja", "config.json"} <= set(fp.files)
     copy = tmp_path / "copy"
-    shutil.copytree(tiny_dir, copy)
+    shutil.copytree(tiny_llm_dir, copy)
     assert fingerprint(copy).digest == fp.digest  # content, not location
     (copy / "chat_template.jinja").write_text(CHAT_TEMPLATE + " ")
     assert fingerprint(copy).digest != fp.digest
@@ -303,15 +293,17 @@ def test_big_file_hashes_are_cached_by_size_and_mtime(tmp_path):
     assert fingerprint(gguf, cache_dir=cache_dir).files["m.gguf"] == fingerprint(gguf).files["m.gguf"] != "0" * 64
 
 
-def test_register_model_pushes_a_model_asset_that_loads_back(ws, tiny, tiny_dir, tmp_path):
-    av = register_model(ws, "tiny", tiny_dir, message="tiny test model")
-    assert av.kind == "model" and av.spec["fingerprint"] == fingerprint(tiny_dir).digest
-    assert av.spec["source"] == str(tiny_dir.resolve())
-    assert register_model(ws, "tiny", tiny_dir).version == av.version  # unchanged files: same version
-    assert load_backend(ws.registry.get("model/tiny")).chat(CHAT, max_tokens=8) == tiny.chat(CHAT, max_tokens=8)
+def test_a_model_spec_pushed_as_an_asset_loads_back(ws, tiny_llm, tiny_llm_dir, tmp_path):
+    spec = model_spec(tiny_llm_dir, cache_dir=tmp_path / "hashes")
+    assert spec == {"backend": "transformers", "source": str(tiny_llm_dir.resolve()),
+                    "fingerprint": fingerprint(tiny_llm_dir).digest}
+    av = ws.registry.push("model", "tiny", spec=spec, message="tiny test model")
+    again = ws.registry.push("model", "tiny", spec=model_spec(tiny_llm_dir))  # default: the per-user hash cache
+    assert (again.version, again.outcome) == (av.version, "unchanged")  # unchanged files: same version
+    assert load_backend(ws.registry.get("model/tiny")).chat(CHAT, max_tokens=8) == tiny_llm.chat(CHAT, max_tokens=8)
 
     moved = tmp_path / "moved"
-    shutil.copytree(tiny_dir, moved)
+    shutil.copytree(tiny_llm_dir, moved)
     spec = dict(av.spec, source=str(moved))
     (moved / "chat_template.jinja").write_text(CHAT_TEMPLATE + " ")
     with pytest.raises(BackendError, match="changed since the model was registered"):
@@ -322,17 +314,17 @@ def test_register_model_pushes_a_model_asset_that_loads_back(ws, tiny, tiny_dir,
 
 
 @pytest.fixture(scope="module")
-def lc_chat(tiny):
+def lc_chat(tiny_llm):
     from llmops.models.langchain_chat import LLMOpsChatModel
 
-    return LLMOpsChatModel(backend=tiny, max_tokens=16)
+    return LLMOpsChatModel(backend=tiny_llm, max_tokens=16)
 
 
-def test_langchain_invoke_carries_text_and_usage(lc_chat, tiny):
+def test_langchain_invoke_carries_text_and_usage(lc_chat, tiny_llm):
     from langchain_core.messages import HumanMessage
 
     message = lc_chat.invoke([HumanMessage(CHAT[0]["content"])])
-    expected = tiny.chat(CHAT, max_tokens=16)
+    expected = tiny_llm.chat(CHAT, max_tokens=16)
     assert message.content == expected.text
     assert message.usage_metadata == {"input_tokens": expected.prompt_tokens,
                                       "output_tokens": expected.completion_tokens,
@@ -354,7 +346,7 @@ def test_langchain_stream_and_batch_match_invoke(lc_chat):
     assert [m.content for m in lc_chat.batch(prompts)] == [lc_chat.invoke(p).content for p in prompts]
 
 
-def test_langchain_stop_and_bound_params(lc_chat, tiny):
+def test_langchain_stop_and_bound_params(lc_chat, tiny_llm):
     full = lc_chat.invoke(CHAT[0]["content"], max_tokens=30)
     stop = _word(full.content)
     assert lc_chat.invoke(CHAT[0]["content"], max_tokens=30, stop=[stop]).content == \
@@ -366,11 +358,11 @@ def test_langchain_stop_and_bound_params(lc_chat, tiny):
         lc_chat.invoke(CHAT[0]["content"], temprature=1.0)
 
 
-def test_langchain_messages_map_to_roles(lc_chat, tiny):
+def test_langchain_messages_map_to_roles(lc_chat, tiny_llm):
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
     history = [SystemMessage("Be brief."), HumanMessage("hi"), AIMessage("hello"), HumanMessage("abc")]
-    expected = tiny.chat([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+    expected = tiny_llm.chat([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
                           {"role": "assistant", "content": "hello"}, {"role": "user", "content": "abc"}],
                          max_tokens=16)
     assert lc_chat.invoke(history).content == expected.text
@@ -427,8 +419,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def server_url(tiny):
-    handler = type("Handler", (_Handler,), {"backend": tiny})
+def server_url(tiny_llm):
+    handler = type("Handler", (_Handler,), {"backend": tiny_llm})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -437,11 +429,11 @@ def server_url(tiny):
     server.server_close()
 
 
-def test_openai_backend_matches_the_model_behind_the_server(server_url, tiny):
+def test_openai_backend_matches_the_model_behind_the_server(server_url, tiny_llm):
     remote = load_backend(server_url)  # no #model: the server's first model
     assert remote.model_id == "tiny"
     for request in (Request.chat(CHAT, max_tokens=12), Request.completion("abc def", max_tokens=12, stop=["zz"])):
-        local = tiny.generate(request)
+        local = tiny_llm.generate(request)
         got = remote.generate(request)
         assert (got.text, got.prompt_tokens, got.completion_tokens, got.finish_reason) == \
             (local.text, local.prompt_tokens, local.completion_tokens, local.finish_reason)

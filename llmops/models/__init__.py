@@ -5,6 +5,7 @@
     backend = load_backend("http://127.0.0.1:8000/v1#smollm2")         # any OpenAI-compatible server
     backend = load_backend("vllm:/models/llama")                       # needs pip install 'llmops[vllm]'
     backend = load_backend(ws.registry.get("model/smollm2").spec)     # a registered model asset
+    ws.registry.push("model", "smollm2", spec=model_spec("smollm2"))  # registering one (pinned by fingerprint)
 
 Dispatch is a list of functions tried in order; the first that recognises the input
 builds the backend, and an input none recognises gets an error listing what is supported.
@@ -20,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from llmops.errors import BackendError, SpecError
-from llmops.models.fingerprint import ModelFingerprint, fingerprint, register_model
+from llmops.models.fingerprint import ModelFingerprint, fingerprint, model_spec
 from llmops.models.protocol import Backend, ChatMessage, Generation, GenerationParams, GenerationStream, Request
 from llmops.models.sources import DEFAULT_MODEL, is_local_source
 
@@ -35,7 +36,7 @@ __all__ = [
     "Request",
     "fingerprint",
     "load_backend",
-    "register_model",
+    "model_spec",
 ]
 
 SUPPORTED = (
@@ -71,8 +72,8 @@ def _from_spec(obj: Any, adapter_path: str | None) -> Backend | None:
                 if actual != spec.fingerprint:
                     raise BackendError(
                         f"the model files at {spec.source!r} changed since the model was registered "
-                        f"(fingerprint {actual[:12]} != {spec.fingerprint[:12]}); restore them or register "
-                        "the model again with register_model")
+                        f"(fingerprint {actual[:12]} != {spec.fingerprint[:12]}); restore them or push the "
+                        "model again with a new model_spec()")
             return TransformersBackend(spec.source, adapter_path=adapter_path or spec.adapter_path,
                                        max_batch_size=spec.max_batch_size)
         if kind == "openai":

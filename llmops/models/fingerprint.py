@@ -5,29 +5,28 @@ every file that changes what the model says: weights, tokenizer files, the chat
 template, and the model and generation configs. A GGUF file carries its tokenizer and
 chat template inside, so for GGUF models the one file is the whole fingerprint.
 
-Hashing a ~100 MB GGUF takes a fraction of a second but happens on every load check, so
-the sha256 of a big file is cached under `<workspace>/.llmops/cache/models/` keyed by
-(path, size, mtime).
+Hashing a ~100 MB GGUF takes a fraction of a second, so `model_spec` keeps the sha256 of
+big files in a cache folder (the per-user cache unless told otherwise) keyed by
+(path, size, mtime). Registering is the caller's: this layer builds the spec, the
+registry stores it:
+
+    ws.registry.push("model", "smollm2", spec=model_spec("smollm2"))
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from llmops.atomic import atomic_write
+from llmops.digests import sha256_file, sha256_json
 from llmops.models.sources import DEFAULT_MODEL, SMOLLM2_ALIASES, resolve_source
 
-if TYPE_CHECKING:
-    from llmops.store.registry import AssetVersion
-    from llmops.workspace import Workspace
-
-__all__ = ["ModelFingerprint", "fingerprint", "register_model"]
+__all__ = ["ModelFingerprint", "fingerprint", "model_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +47,6 @@ class ModelFingerprint:
     files: dict[str, str] = field(default_factory=dict)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class _HashCache:
     """sha256 of big files, keyed by (absolute path, size, mtime_ns), in one JSON file."""
 
@@ -72,12 +63,12 @@ class _HashCache:
     def sha256(self, path: Path) -> str:
         stat = path.stat()
         if self.path is None or stat.st_size < CACHE_MIN_BYTES:
-            return _sha256_file(path)
+            return sha256_file(path)
         key = str(path.resolve())
         hit = self.entries.get(key)
         if isinstance(hit, dict) and hit.get("size") == stat.st_size and hit.get("mtime_ns") == stat.st_mtime_ns:
             return str(hit["sha256"])
-        digest = _sha256_file(path)
+        digest = sha256_file(path)
         self.entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
         self.dirty = True
         return digest
@@ -85,12 +76,10 @@ class _HashCache:
     def save(self) -> None:
         if self.path is None or not self.dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Write-then-rename so a concurrent reader never sees half a file.
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".sha256-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.entries, f, sort_keys=True, indent=1)
-        os.replace(tmp, self.path)
+        try:  # a concurrent reader sees the old file or the new one, never half of one
+            atomic_write(self.path, json.dumps(self.entries, sort_keys=True, indent=1))
+        except OSError as exc:  # a read-only cache only costs the time to hash again
+            log.warning("could not save the fingerprint cache %s: %s", self.path, exc)
 
 
 def fingerprint(source: str | os.PathLike[str] = DEFAULT_MODEL, *,
@@ -109,16 +98,19 @@ def fingerprint(source: str | os.PathLike[str] = DEFAULT_MODEL, *,
     cache = _HashCache(Path(cache_dir) if cache_dir is not None else None)
     files = {name: cache.sha256(src.folder / name) for name in names}
     cache.save()
-    canonical = json.dumps({"files": files}, sort_keys=True, separators=(",", ":"))
-    return ModelFingerprint(digest=hashlib.sha256(canonical.encode()).hexdigest(), files=files)
+    return ModelFingerprint(digest=sha256_json({"files": files}), files=files)
 
 
-def register_model(ws: Workspace, name: str, source: str | os.PathLike[str] = DEFAULT_MODEL, *,
-                   message: str | None = None) -> AssetVersion:
-    """Record a local model as asset `model/<name>`; its spec loads back with `load_backend(av.spec)`.
+def model_spec(source: str | os.PathLike[str] = DEFAULT_MODEL, *,
+               cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The spec of a `model/<name>` asset for a local model; it loads back with `load_backend(spec)`.
 
     Weights stay where they are (a model is not copied into the store); the spec pins them by
-    fingerprint, and pushing unchanged files again returns the existing version.
+    fingerprint, so pushing it again for unchanged files gives the existing version. `cache_dir`
+    keeps big-file hashes (default: the per-user cache, llmops.cachedir).
+
+    >>> model_spec("smollm2")                   # doctest: +SKIP
+    {'backend': 'transformers', 'source': 'smollm2', 'fingerprint': '5a1c...'}
     """
     text = os.fspath(source)
     src = resolve_source(text)
@@ -127,6 +119,9 @@ def register_model(ws: Workspace, name: str, source: str | os.PathLike[str] = DE
         spec_source = text.lower()
     else:
         spec_source = str(src.folder / src.gguf_file) if src.gguf_file else str(src.folder)
-    fp = fingerprint(spec_source, cache_dir=ws.home / "cache" / "models")
-    spec = {"backend": "transformers", "source": spec_source, "fingerprint": fp.digest}
-    return ws.registry.push("model", name, spec=spec, message=message)
+    if cache_dir is None:
+        from llmops.cachedir import user_cache_dir
+
+        cache_dir = user_cache_dir("fingerprints")
+    fp = fingerprint(spec_source, cache_dir=cache_dir)
+    return {"backend": "transformers", "source": spec_source, "fingerprint": fp.digest}
