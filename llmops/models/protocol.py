@@ -1,8 +1,9 @@
 """The one boundary between llmops and whatever produces text.
 
-The server, the CLI, chains, evals and tests all call a `Backend`; a backend
-(transformers, vLLM, a remote OpenAI-compatible server) implements a single
-method, `_stream`, much as an httpx transport implements `handle_request`.
+Chains (their `generate` step), the LangChain chat model adapter and the tests
+call a `Backend`; a backend (transformers, vLLM, a remote OpenAI-compatible
+server) implements a single method, `_stream`, much as an httpx transport
+implements `handle_request`.
 Everything else here is plain values:
 
     request = Request.chat([{"role": "user", "content": "Hi"}], max_tokens=32)
@@ -11,7 +12,7 @@ Everything else here is plain values:
     gen = backend.generate(request)            # Generation(text=..., prompt_tokens=..., ...)
     gens = backend.batch([request, request])   # one Generation per request, in order
 
-Decoding is greedy by default (`temperature=0`) so that evals and tests are
+Decoding is greedy by default (`temperature=0`) so that chain runs and tests are
 reproducible; sampling is opt-in and reproducible too when `seed` is given.
 """
 
@@ -175,7 +176,7 @@ class GenerationStream:
 class Backend(abc.ABC):
     """A text generator. Subclasses implement `_stream`; `batch` may be overridden to batch for real.
 
-    `model_id` names the model in results, server responses and lineage.
+    `model_id` names the model in each Generation (and so in chain run traces).
     """
 
     model_id: str = "unknown"

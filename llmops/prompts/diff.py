@@ -1,7 +1,8 @@
 """What changed between two prompt versions, and four ways to show it.
 
-Why structured first: the CLI prints it, CI posts it as Markdown, the server shows it as HTML and
-scripts read it as JSON. One `PromptDiff` feeds all four renderers, so they never disagree.
+Why structured first: `llmops prompts diff` prints it as text, writes Markdown for a CI comment, a
+self-contained HTML page (`-f html -o diff.html`) or JSON for scripts. One `PromptDiff` feeds all
+four renderers, so they never disagree.
 
     >>> d = diff_prompts(spec_v1, spec_v2, "qa@1", "qa@2")
     >>> print(render_diff(d, "markdown"))

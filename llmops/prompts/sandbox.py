@@ -1,7 +1,7 @@
 """The environment every prompt template runs in: Jinja2's immutable sandbox, strict about undefined
 values, with a bounded cost per render.
 
-Why: a template is user input that the CLI and the server render on request. Jinja2's sandbox stops
+Why: a template is user input, in a spec anyone may share, rendered by the CLI and by chains. Jinja2's sandbox stops
 templates reaching Python internals, but not their cost: `{{ 10 ** 100000 }}` (which Jinja2 folds at
 compile time), `{{ 'y' * 30000000 }}`, `'%999999999d' % 1`, nested `range(100000)` loops, a macro
 that calls itself twice. So every operation that can grow a value is checked *before* it runs:
