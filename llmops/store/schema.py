@@ -1,119 +1,151 @@
 """Tables of the store: runs (params, metrics, tags, artifacts), asset versions, aliases and lineage edges.
 
 Times are float epoch seconds (UTC): portable across SQLite and PostgreSQL and cheap to compare in filters.
+
+Plain SQLAlchemy Core tables (the ORM costs a quarter of a second of imports and nothing here needs it).
+Each table is reached through a small handle whose attributes are its columns, so queries read
+`select(RunRow).where(RunRow.status == "running")`; `RunRow.__table__` is the Table itself.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
+
+metadata = MetaData()
 
 
-class Base(DeclarativeBase):
-    pass
+class _Rows:
+    """A table's columns as attributes; usable wherever SQLAlchemy takes the table (select, insert, update)."""
+
+    def __init__(self, table: Table):
+        self.__table__ = table
+
+    def __getattr__(self, name: str) -> Column:
+        try:
+            return self.__table__.c[name]
+        except KeyError:
+            raise AttributeError(f"table {self.__table__.name!r} has no column {name!r}") from None
+
+    def __clause_element__(self) -> Table:
+        return self.__table__
+
+    def __repr__(self) -> str:
+        return f"<table {self.__table__.name}>"
 
 
-class RunRow(Base):
-    __tablename__ = "runs"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), index=True)
-    kind: Mapped[str] = mapped_column(String(64), index=True)
-    status: Mapped[str] = mapped_column(String(16), index=True)
-    parent_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("runs.id"), index=True)
-    started_at: Mapped[float] = mapped_column(Float, index=True)
-    ended_at: Mapped[float | None] = mapped_column(Float)
-    heartbeat_at: Mapped[float] = mapped_column(Float)
-    user: Mapped[str] = mapped_column(String(255))
-    host: Mapped[str] = mapped_column(String(255))
-    pid: Mapped[int] = mapped_column(Integer)
-    error: Mapped[str | None] = mapped_column(Text)
+class Base:
+    """What Alembic compares the migrations against: `Base.metadata`."""
+
+    metadata = metadata
 
 
-class ParamRow(Base):
-    __tablename__ = "params"
-    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
+def _req(name: str, type_, *args, **kw) -> Column:
+    return Column(name, type_, *args, nullable=False, **kw)
 
 
-class MetricRow(Base):
-    __tablename__ = "metrics"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"))
-    key: Mapped[str] = mapped_column(String(255))
-    value: Mapped[float] = mapped_column(Float)
-    step: Mapped[int] = mapped_column(Integer)
-    timestamp: Mapped[float] = mapped_column(Float)
-    __table_args__ = (Index("ix_metrics_run_key_step", "run_id", "key", "step"),)
+def _opt(name: str, type_, *args, **kw) -> Column:
+    return Column(name, type_, *args, nullable=True, **kw)
 
 
-class TagRow(Base):
-    __tablename__ = "tags"
-    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
+RunRow = _Rows(Table(
+    "runs", metadata,
+    _req("id", String(32), primary_key=True),
+    _req("name", String(255), index=True),
+    _req("kind", String(64), index=True),
+    _req("status", String(16), index=True),
+    _opt("parent_id", String(32), ForeignKey("runs.id"), index=True),
+    _req("started_at", Float, index=True),
+    _opt("ended_at", Float),
+    _req("heartbeat_at", Float),
+    _req("user", String(255)),
+    _req("host", String(255)),
+    _req("pid", Integer),
+    _opt("error", Text),
+))
 
+ParamRow = _Rows(Table(
+    "params", metadata,
+    _req("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    _req("key", String(255), primary_key=True),
+    _req("value", Text),
+))
 
-class RunArtifactRow(Base):
-    __tablename__ = "run_artifacts"
-    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    name: Mapped[str] = mapped_column(String(1024), primary_key=True)
-    digest: Mapped[str] = mapped_column(String(64))
-    size: Mapped[int] = mapped_column(Integer)
+MetricRow = _Rows(Table(
+    "metrics", metadata,
+    _req("id", Integer, primary_key=True, autoincrement=True),
+    _req("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE")),
+    _req("key", String(255)),
+    _req("value", Float),
+    _req("step", Integer),
+    _req("timestamp", Float),
+    Index("ix_metrics_run_key_step", "run_id", "key", "step"),
+))
 
+TagRow = _Rows(Table(
+    "tags", metadata,
+    _req("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    _req("key", String(255), primary_key=True),
+    _req("value", Text),
+))
 
-class AssetVersionRow(Base):
-    __tablename__ = "asset_versions"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(64))
-    name: Mapped[str] = mapped_column(String(255))
-    version: Mapped[int] = mapped_column(Integer)
-    digest: Mapped[str] = mapped_column(String(64))
-    spec: Mapped[str] = mapped_column(Text)
-    files: Mapped[str] = mapped_column(Text)
-    meta: Mapped[str | None] = mapped_column(Text)  # how it was made (timings, …): not part of the digest
-    message: Mapped[str | None] = mapped_column(Text)
-    parent: Mapped[int | None] = mapped_column(Integer)
-    same_as: Mapped[int | None] = mapped_column(Integer)  # a revert: the earliest version with this content
-    created_at: Mapped[float] = mapped_column(Float)
-    created_by: Mapped[str] = mapped_column(String(255))
-    run_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("runs.id"))
-    __table_args__ = (
-        UniqueConstraint("kind", "name", "version", name="uq_asset_version"),
-        Index("ix_asset_digest", "kind", "name", "digest"),
-    )
+RunArtifactRow = _Rows(Table(
+    "run_artifacts", metadata,
+    _req("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    _req("name", String(1024), primary_key=True),
+    _req("digest", String(64)),
+    _req("size", Integer),
+))
 
+AssetVersionRow = _Rows(Table(
+    "asset_versions", metadata,
+    _req("id", Integer, primary_key=True, autoincrement=True),
+    _req("kind", String(64)),
+    _req("name", String(255)),
+    _req("version", Integer),
+    _req("digest", String(64)),
+    _req("spec", Text),
+    _req("files", Text),
+    _opt("meta", Text),  # how it was made (timings, …): not part of the digest
+    _opt("message", Text),
+    _opt("parent", Integer),
+    _opt("same_as", Integer),  # a revert: the earliest version with this content
+    _req("created_at", Float),
+    _req("created_by", String(255)),
+    _opt("run_id", String(32), ForeignKey("runs.id")),
+    UniqueConstraint("kind", "name", "version", name="uq_asset_version"),
+    Index("ix_asset_digest", "kind", "name", "digest"),
+))
 
-class AliasRow(Base):
-    __tablename__ = "aliases"
-    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), primary_key=True)
-    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer)
+AliasRow = _Rows(Table(
+    "aliases", metadata,
+    _req("kind", String(64), primary_key=True),
+    _req("name", String(255), primary_key=True),
+    _req("alias", String(64), primary_key=True),
+    _req("version", Integer),
+))
 
+AliasEventRow = _Rows(Table(
+    "alias_events", metadata,
+    _req("id", Integer, primary_key=True, autoincrement=True),
+    _req("kind", String(64)),
+    _req("name", String(255)),
+    _req("alias", String(64)),
+    _opt("from_version", Integer),
+    _req("to_version", Integer),
+    _req("at", Float),
+    _req("who", String(255)),
+    _opt("reason", Text),
+    _opt("run_id", String(32)),
+    Index("ix_alias_events_asset", "kind", "name"),
+))
 
-class AliasEventRow(Base):
-    __tablename__ = "alias_events"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(64))
-    name: Mapped[str] = mapped_column(String(255))
-    alias: Mapped[str] = mapped_column(String(64))
-    from_version: Mapped[int | None] = mapped_column(Integer)
-    to_version: Mapped[int] = mapped_column(Integer)
-    at: Mapped[float] = mapped_column(Float)
-    who: Mapped[str] = mapped_column(String(255))
-    reason: Mapped[str | None] = mapped_column(Text)
-    run_id: Mapped[str | None] = mapped_column(String(32))
-    __table_args__ = (Index("ix_alias_events_asset", "kind", "name"),)
-
-
-class EdgeRow(Base):
-    """Lineage: `run used ref`, `run produced ref`, `ref derived_from ref`. Nodes are run ids or `kind/name@N` refs."""
-
-    __tablename__ = "edges"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    src: Mapped[str] = mapped_column(String(400), index=True)
-    relation: Mapped[str] = mapped_column(String(32))
-    dst: Mapped[str] = mapped_column(String(400), index=True)
-    created_at: Mapped[float] = mapped_column(Float)
-    __table_args__ = (UniqueConstraint("src", "relation", "dst", name="uq_edge"),)
+# Lineage: `run used ref`, `run produced ref`, `ref derived_from ref`. Nodes are run ids or `kind/name@N` refs.
+EdgeRow = _Rows(Table(
+    "edges", metadata,
+    _req("id", Integer, primary_key=True, autoincrement=True),
+    _req("src", String(400), index=True),
+    _req("relation", String(32)),
+    _req("dst", String(400), index=True),
+    _req("created_at", Float),
+    UniqueConstraint("src", "relation", "dst", name="uq_edge"),
+))
