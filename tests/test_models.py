@@ -73,8 +73,10 @@ def test_params_default_to_greedy_and_forbid_unknown_keys():
         GenerationParams(temprature=0.5)
     with pytest.raises(ValidationError, match="empty stop string"):
         GenerationParams(stop=["x", ""])
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError) as info:
         GenerationParams(max_tokens=0)
+    assert info.value.errors()[0]["loc"] == ("max_tokens",)
+    assert info.value.errors()[0]["msg"] == "Input should be greater than or equal to 1"
 
 
 def test_request_is_a_chat_or_a_completion():
@@ -86,8 +88,9 @@ def test_request_is_a_chat_or_a_completion():
         Request()
     with pytest.raises(ValidationError, match="is empty"):
         Request(messages=())
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError) as info:
         Request.chat([{"role": "robot", "content": "x"}])
+    assert info.value.errors()[0]["loc"] == ("messages", 0, "role")
 
 
 def test_cut_at_stop_takes_the_earliest_stop():
@@ -354,8 +357,10 @@ def test_langchain_stop_and_bound_params(lc_chat, tiny_llm):
     short = lc_chat.bind(max_tokens=3).invoke(CHAT[0]["content"])
     assert short.usage_metadata["output_tokens"] == 3
     assert lc_chat._identifying_params["model"] == "tiny-llama"
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError) as info:
         lc_chat.invoke(CHAT[0]["content"], temprature=1.0)
+    assert info.value.errors()[0]["loc"] == ("temprature",)
+    assert info.value.errors()[0]["type"] == "extra_forbidden"
 
 
 def test_langchain_messages_map_to_roles(lc_chat, tiny_llm):

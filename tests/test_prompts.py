@@ -162,8 +162,9 @@ def test_float_accepts_int_and_none_is_allowed_only_for_a_null_default():
     prompt = load("name: p\ntemplate: '{{ t }}{{ s or \"-\" }}'\nvariables:\n  t: float\n  s: {type: str, default: null}\n")
     assert prompt.render(t=1) == "1-"
     assert prompt.render(t=0.5, s=None) == "0.5-"
-    with pytest.raises(TemplateError):
+    with pytest.raises(TemplateError) as info:
         prompt.render(t=None)
+    assert str(info.value) == "prompt p: variable 't' must be float, got NoneType (pass a float)"
 
 
 def test_chat_prompt_renders_messages():
