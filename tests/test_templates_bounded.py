@@ -183,3 +183,16 @@ def test_only_defined_and_default_may_look_at_an_undefined_value():
     prompt = prompt_of("{{ d.nokey is defined }} {{ d.nokey is undefined }} {{ d.nokey|default('z') }} "
                        "{{ d.get('nokey') }}", {"d": {"a": 1}})
     assert prompt.render(d={"a": 1}) == "False True z None"
+
+
+def test_range_and_sum_of_lists_are_bounded():
+    prompt = prompt_of("{{ range(n)|list|length }}", {"n": 0})
+    assert prompt.render(n=100_000) == "100000"
+    with pytest.raises(TemplateError) as info:
+        prompt.render(n=100_001)
+    assert str(info.value) == "prompt p@3: range() of 100,001 items is over the limit of 100,000 (loop over fewer items)"
+    summed = prompt_of("{{ (rows|map('list'))|sum(start=[])|length }}", {"rows": []})
+    assert summed.render(rows=[[1, 2], [3]]) == "3"  # a generator input is still summed whole
+    with pytest.raises(TemplateError) as info:
+        summed.render(rows=[[1] * 1000] * 1000)
+    assert str(info.value).startswith("prompt p@3: the summed list would have 1,000,000 items (limit 100,000)")

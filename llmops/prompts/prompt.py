@@ -95,7 +95,8 @@ class Prompt:
     def to_langchain(self) -> Any:
         """A LangChain `PromptTemplate` (text) or `ChatPromptTemplate` (chat) rendering the same.
 
-        Defaults become partial variables. LangChain does no type checks; render() does.
+        Defaults become partial variables. LangChain renders in its own sandbox, without type checks
+        or llmops' cost bounds; render() has both, and chains render through it.
         """
         from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 

@@ -44,7 +44,7 @@ class RenderLimits:
     is ~250k tokens, more than the context window of the models llmops serves)."""
 
     max_text: int = 1_000_000       # characters in any string built, and in the rendered output
-    max_items: int = MAX_RANGE      # items in a list or tuple built with `*` / `+`, range() length
+    max_items: int = MAX_RANGE      # items in a range() and in a list or tuple built with `*` / `+`
     max_int_bits: int = 4096        # size of an integer built with `*` / `**` (about 1233 digits)
     max_steps: int = 1_000_000      # loop iterations + calls
     max_seconds: float = 5.0        # wall clock, checked at every step
@@ -379,7 +379,9 @@ def _pre_check(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tupl
     elif name == "sum":
         start = opt(1, "start", 0)
         if isinstance(start, (list, tuple)):
-            size = len(start) + sum(len(i) for i in (value or []) if isinstance(i, (list, tuple)))
+            items = list(value)
+            args = (items,) + rest
+            size = len(start) + sum(len(i) for i in items if isinstance(i, (list, tuple)))
             if size > limits.max_items:
                 raise LimitExceeded(f"the summed list would have {size:,} items (limit {limits.max_items:,})",
                                     "build a shorter list")
@@ -431,6 +433,15 @@ class _StrictUndefined(StrictUndefined):
     __repr__ = Undefined._fail_with_undefined_error
 
 
+def _bounded_range(*args: int) -> range:
+    """`range` limited to max_items (Jinja2's sandbox range, with an error that says the limit)."""
+    numbers = range(*args)
+    limit = _limits().max_items
+    if len(numbers) > limit:
+        raise LimitExceeded(f"range() of {len(numbers):,} items is over the limit of {limit:,}", "loop over fewer items")
+    return numbers
+
+
 def _finalize(value: Any) -> Any:
     if type(value) is not str:
         _check_text(value, "the printed value")
@@ -462,6 +473,7 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
         self.filters = {name: _guard_filter(name, f) for name, f in self.filters.items()}
         self.tests = {name: _guard_test(name, f) for name, f in self.tests.items()}
         self.globals.pop("lipsum", None)
+        self.globals["range"] = _bounded_range
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         for value in (left, right):
