@@ -12,11 +12,16 @@ _UP = {"used": "used", "produced": "produced by", "derived_from": "derived from"
 _DOWN = {"used": "used by", "produced": "produced", "derived_from": "derived into", "child_of": "parent of"}
 
 
+def _safe(text: str) -> str:
+    """Run names are user text: no rich markup, no terminal escapes (control characters shown as '?')."""
+    return escape("".join(c if c.isprintable() else "?" for c in text))
+
+
 def _label(graph: LineageGraph, node: str) -> str:
     info = graph.nodes.get(node, {})
     if info.get("type") == "run":
-        return escape(f"run {node[:12]} [{info['kind']}] {info['name']} ({info['status']})")
-    return escape(f"{node}  {info.get('digest', '')[:12]}")
+        return _safe(f"run {node[:12]} [{info['kind']}] {info['name']} ({info['status']})")
+    return _safe(f"{node}  {info.get('digest', '')[:12]}")
 
 
 def _grow(tree: Tree, graph: LineageGraph, node: str, edges, upstream: bool, seen: set[str]) -> None:

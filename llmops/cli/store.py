@@ -28,10 +28,10 @@ def _limit(value: Optional[int]) -> Optional[int]:
 
 
 def _cell(value) -> "object":
-    """User text as a table cell: never read as rich markup, control characters dropped."""
+    """User text as a table cell: never read as rich markup, control characters shown as '?'."""
     from rich.text import Text
 
-    return Text(str(value))
+    return Text(_plain(value))
 
 
 def _plain(text) -> str:
