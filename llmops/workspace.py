@@ -69,6 +69,8 @@ class Workspace:
         url = store_url or default_url(home)
         db = sqlite_path(url)
         if not create and db is not None and not db.is_file():
+            if db != home / "store.db":
+                raise ConfigError(f"no llmops store at {db}")
             raise ConfigError(f"no llmops workspace at {root}" + ("" if home.is_dir() else " (no .llmops folder there)"))
         read_only = db is not None and db.exists() and is_read_only(db)
         engine = make_engine(url, read_only=read_only)  # validates the URL before anything is created

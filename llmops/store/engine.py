@@ -81,12 +81,12 @@ def make_engine(url: str | URL, *, read_only: bool = False) -> Engine:
 def _connect_read_only(path: str):
     """A read-only connection; `immutable` when the WAL's shared-memory file cannot be made."""
     base = f"file:{urllib.parse.quote(path)}"
+    conn = sqlite3.connect(f"{base}?mode=ro", uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
-        conn = sqlite3.connect(f"{base}?mode=ro", uri=True, check_same_thread=False,
-                               timeout=BUSY_TIMEOUT_MS / 1000)
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return conn
     except sqlite3.OperationalError:
+        conn.close()
         return sqlite3.connect(f"{base}?mode=ro&immutable=1", uri=True, check_same_thread=False)
 
 
