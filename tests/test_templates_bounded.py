@@ -11,7 +11,7 @@ import pytest
 
 from llmops.errors import TemplateError
 from llmops.prompts import Prompt, load_prompt_spec
-from llmops.prompts.sandbox import RenderLimits
+from llmops.prompts.limits import RenderLimits
 from llmops.prompts.template import CompiledPrompt
 
 _TYPES = {str: "str", int: "int", float: "float", list: "list", dict: "dict"}

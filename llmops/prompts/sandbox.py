@@ -1,10 +1,11 @@
 """The environment every prompt template runs in: Jinja2's immutable sandbox, strict about undefined
 values, with a bounded cost per render.
 
-Why: a template is user input, in a spec anyone may share, rendered by the CLI and by chains. Jinja2's sandbox stops
-templates reaching Python internals, but not their cost: `{{ 10 ** 100000 }}` (which Jinja2 folds at
+Why: a template is user input, in a spec anyone may share, rendered by the CLI and by chains.
+Jinja2's sandbox stops templates reaching Python internals, but not their cost: `{{ 10 ** 100000 }}` (which Jinja2 folds at
 compile time), `{{ 'y' * 30000000 }}`, `'%999999999d' % 1`, nested `range(100000)` loops, a macro
-that calls itself twice. So every operation that can grow a value is checked *before* it runs:
+that calls itself twice. So every operation that can grow a value is checked *before* it runs
+(the limits and checks are in llmops.prompts.limits):
 
 - numbers: `**` and `*` may not make an int over `max_int_bits`;
 - text: `*`, `+`, `~`, `%`, `.format`, string methods (`center`, `replace`, `join`, ...) and filters
@@ -22,283 +23,18 @@ tuple or dict literal, as an argument of a call, filter or test, or joined with 
 from __future__ import annotations
 
 import functools
-import math
-import re
-import time
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import StrictUndefined, Undefined, nodes
 from jinja2.runtime import LoopContext
-from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment, SandboxedFormatter
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
 from jinja2.visitor import NodeTransformer
 
-__all__ = ["DEFAULT_LIMITS", "LimitExceeded", "PromptEnvironment", "RenderLimits", "bounded"]
+from llmops.prompts.limits import (DEFAULT_LIMITS, GROWING_METHODS, LimitExceeded, check_format_string, check_printf,
+                                   check_str_method, check_text, check_width, checked_binop, current_budget,
+                                   current_limits, printf_size, replace_size, spec_width, step, text_size, too_long)
 
-
-@dataclass(frozen=True)
-class RenderLimits:
-    """What one render may cost. The defaults are far above any real prompt (a 1M-character prompt
-    is ~250k tokens, more than the context window of the models llmops serves)."""
-
-    max_text: int = 1_000_000       # characters in any string built, and in the rendered output
-    max_items: int = MAX_RANGE      # items in a range() and in a list or tuple built with `*` / `+`
-    max_int_bits: int = 4096        # size of an integer built with `*` / `**` (about 1233 digits)
-    max_steps: int = 1_000_000      # loop iterations + calls
-    max_seconds: float = 5.0        # wall clock, checked at every step
-
-
-DEFAULT_LIMITS = RenderLimits()
-
-
-class LimitExceeded(Exception):
-    """A template asked for more than its RenderLimits allow. Turned into a TemplateError that names
-    the prompt (and, at push, the file and line) by llmops.prompts.template."""
-
-    def __init__(self, message: str, fix: str, lineno: int | None = None):
-        super().__init__(message)
-        self.message, self.fix, self.lineno = message, fix, lineno
-
-
-@dataclass
-class _Budget:
-    limits: RenderLimits
-    steps: int
-    deadline: float
-
-    def step(self) -> None:
-        self.steps -= 1
-        if self.steps < 0:
-            raise LimitExceeded(f"the template ran more than {self.limits.max_steps:,} loop iterations and calls",
-                                "loop over less data, or do the work before rendering")
-        if time.monotonic() >= self.deadline:
-            raise LimitExceeded(f"rendering took longer than {self.limits.max_seconds:g} s",
-                                "loop over less data, or do the work before rendering")
-
-
-_budget: ContextVar[_Budget | None] = ContextVar("llmops_template_budget", default=None)
-
-
-def _limits() -> RenderLimits:
-    budget = _budget.get()
-    return budget.limits if budget is not None else DEFAULT_LIMITS
-
-
-def _step() -> None:
-    budget = _budget.get()
-    if budget is not None:
-        budget.step()
-
-
-@contextmanager
-def bounded(limits: RenderLimits = DEFAULT_LIMITS):
-    """Count steps and time for the renders inside the block (one budget for all of them)."""
-    token = _budget.set(_Budget(limits, limits.max_steps, time.monotonic() + limits.max_seconds))
-    try:
-        yield
-    finally:
-        _budget.reset(token)
-
-
-# -- sizes ------------------------------------------------------------------------------------------
-
-def _text_size(value: Any, limit: int) -> int:
-    """About how many characters `str(value)` has; stops counting once past `limit`.
-
-    Containers are walked (shared references counted each time, as repr prints them each time), so
-    `[doc] * 100000` is measured without being printed.
-    """
-    if isinstance(value, str):
-        return len(value)
-    total, stack = 0, [value]
-    while stack and total <= limit:
-        item = stack.pop()
-        if isinstance(item, str):
-            total += len(item) + 2
-        elif isinstance(item, int):
-            total += item.bit_length() // 3 + 2
-        elif isinstance(item, (float, type(None))):
-            total += 24
-        elif isinstance(item, (list, tuple, set, frozenset)):
-            total += 2 + 2 * len(item)
-            stack.extend(item)
-        elif isinstance(item, dict):
-            total += 2 + 4 * len(item)
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, Undefined):
-            item._fail_with_undefined_error()
-        else:
-            total += len(repr(item))
-    return total
-
-
-def _too_long(what: str, size: int, limit: int) -> LimitExceeded:
-    return LimitExceeded(f"{what} would be about {size:,} characters (limit {limit:,})",
-                         "build shorter text; pass long text in as a variable only when it fits")
-
-
-def _check_text(value: Any, what: str = "the text") -> None:
-    limit = _limits().max_text
-    size = len(value) if isinstance(value, str) else _text_size(value, limit)
-    if size > limit:
-        raise _too_long(what, size, limit)
-
-
-def _int_arg(value: Any, what: str) -> int:
-    """A width or count: an int within max_text."""
-    limit = _limits().max_text
-    if isinstance(value, int) and value > limit:
-        raise LimitExceeded(f"{what} {value:,} is over the limit of {limit:,}", f"use a {what} under {limit:,}")
-    return value
-
-
-def _replace_size(text: str, old: str, new: str, count: int = -1) -> int:
-    n = len(text) + 1 if old == "" else text.count(old)
-    if count is not None and count >= 0:
-        n = min(n, count)
-    return len(text) + n * (len(new) - len(old))
-
-
-_PRINTF = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?[diouxXeEfFgGcrsa%]")
-_DIGITS = re.compile(r"\d+")
-
-
-def _number(digits: str, what: str) -> int:
-    if len(digits) > 9:
-        raise LimitExceeded(f"{what} {digits[:12]}... is over the limit of {_limits().max_text:,}",
-                            "use a smaller width or precision")
-    return int(digits)
-
-
-def _printf_size(fmt: str, args: Any) -> int:
-    """An upper bound on the length of `fmt % args`."""
-    limit = _limits().max_text
-    size, star = len(fmt), False
-    for match in _PRINTF.finditer(fmt):
-        for group in match.groups():
-            if group == "*":
-                star = True
-            elif group:
-                size += _number(group, "format width")
-        size += 32
-    values = args if isinstance(args, tuple) else (args,)
-    if star:
-        size += sum(abs(v) for v in values if isinstance(v, int))
-    return size + _text_size(args, limit)
-
-
-def _check_printf(fmt: str, args: Any) -> None:
-    limit = _limits().max_text
-    size = _printf_size(fmt, args)
-    if size > limit:
-        raise _too_long("the formatted text", size, limit)
-
-
-def _spec_width(spec: str) -> int:
-    """Width plus precision of a `str.format` spec (an upper bound on what they add)."""
-    return sum(_number(d, "format width") for d in _DIGITS.findall(spec))
-
-
-def _check_format_string(fmt: str) -> None:
-    """Widths written in a `str.format` template (nested `{:{w}}` widths are checked at render)."""
-    import string
-
-    limit = _limits().max_text
-    try:
-        parsed = list(string.Formatter().parse(fmt))
-    except ValueError:
-        return  # a malformed format string fails at render with Python's own message
-    size = len(fmt) + sum(_spec_width(spec or "") for _, _, spec, _ in parsed)
-    if size > limit:
-        raise _too_long("the formatted text", size, limit)
-
-
-# -- checked operators ------------------------------------------------------------------------------
-
-def _checked_binop(operator: str, left: Any, right: Any) -> Any:
-    limits = _limits()
-    if operator == "**":
-        if (isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1
-                and math.log2(abs(left)) * right > limits.max_int_bits):
-            raise LimitExceeded(f"{_short(left)} ** {_short(right)} would have about "
-                                f"{int(math.log2(abs(left)) * right):,} bits (limit {limits.max_int_bits:,})",
-                                "use smaller numbers")
-        result = left ** right
-    elif operator == "*":
-        seq, n = (left, right) if isinstance(right, int) else (right, left)
-        if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
-            limit = limits.max_text if isinstance(seq, str) else limits.max_items
-            if len(seq) * n > limit:
-                kind = "characters" if isinstance(seq, str) else "items"
-                raise LimitExceeded(f"repeating {len(seq):,} {kind} {n:,} times gives {len(seq) * n:,} {kind} "
-                                    f"(limit {limit:,})", "repeat fewer times")
-        elif isinstance(left, int) and isinstance(right, int) and \
-                left.bit_length() + right.bit_length() > limits.max_int_bits + 1:
-            raise _too_many_bits(left.bit_length() + right.bit_length(), limits)
-        result = left * right
-    elif operator == "%" and isinstance(left, str):
-        _check_printf(left, right)
-        result = left % right
-    elif operator == "+":
-        if isinstance(left, str) and isinstance(right, str) and len(left) + len(right) > limits.max_text:
-            raise _too_long("the joined text", len(left) + len(right), limits.max_text)
-        if isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)) \
-                and len(left) + len(right) > limits.max_items:
-            raise LimitExceeded(f"the joined list would have {len(left) + len(right):,} items "
-                                f"(limit {limits.max_items:,})", "build a shorter list")
-        result = left + right
-    else:
-        result = _BINOPS[operator](left, right)
-    if isinstance(result, int) and result.bit_length() > limits.max_int_bits:
-        raise _too_many_bits(result.bit_length(), limits)
-    return result
-
-
-def _too_many_bits(bits: int, limits: RenderLimits) -> LimitExceeded:
-    return LimitExceeded(f"the number would have {bits:,} bits (limit {limits.max_int_bits:,})", "use smaller numbers")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 20 else text[:17] + "..."
-
-
-_BINOPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
-           "**": lambda a, b: a ** b, "%": lambda a, b: a % b}
-
-
-def _check_str_method(owner: str | bytes, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple:
-    """Refuse a string method call whose result would be over max_text; returns the args to call with."""
-    limit = _limits().max_text
-    arg = args[0] if args else next(iter(kwargs.values()), None)
-    if name in ("center", "ljust", "rjust", "zfill"):
-        _int_arg(arg, "width")
-    elif name == "expandtabs":
-        tab = arg if isinstance(arg, int) else 8
-        size = len(owner) + owner.count("\t" if isinstance(owner, str) else b"\t") * max(tab, 0)
-        if size > limit:
-            raise _too_long("the expanded text", size, limit)
-    elif name == "replace" and len(args) >= 2 and isinstance(args[0], type(owner)) and isinstance(args[1], type(owner)):
-        size = _replace_size(owner, args[0], args[1], args[2] if len(args) > 2 else kwargs.get("count", -1))
-        if size > limit:
-            raise _too_long("the replaced text", size, limit)
-    elif name == "join" and args:
-        items = list(args[0])
-        size = len(owner) * max(len(items) - 1, 0) + sum(_text_size(i, limit) for i in items)
-        if size > limit:
-            raise _too_long("the joined text", size, limit)
-        return (items,) + args[1:]
-    elif name == "translate" and isinstance(arg, dict):
-        longest = max((len(v) for v in arg.values() if isinstance(v, (str, bytes))), default=1)
-        if len(owner) * longest > limit:
-            raise _too_long("the translated text", len(owner) * longest, limit)
-    return args
-
-
-_GROWING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs", "replace", "join", "translate"})
+__all__ = ["PromptEnvironment"]
 
 
 class _BoundedFormatter(SandboxedFormatter):
@@ -309,10 +45,10 @@ class _BoundedFormatter(SandboxedFormatter):
         self._total = 0
 
     def format_field(self, value: Any, format_spec: str) -> Any:
-        limit = _limits().max_text
-        self._total += _spec_width(format_spec) + _text_size(value, limit) + 32
+        limit = current_limits().max_text
+        self._total += spec_width(format_spec) + text_size(value, limit) + 32
         if self._total > limit:
-            raise _too_long("the formatted text", self._total, limit)
+            raise too_long("the formatted text", self._total, limit)
         return super().format_field(value, format_spec)
 
 
@@ -328,7 +64,7 @@ _DROPPED_FILTERS = ("urlize", "xmlattr")
 
 def _pre_check(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Argument checks of the filters whose output can outgrow their input by more than a constant."""
-    limits = _limits()
+    limits = current_limits()
     value = args[0] if args else None
     rest = args[1:]
 
@@ -336,37 +72,37 @@ def _pre_check(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tupl
         return rest[i] if len(rest) > i else kwargs.get(key, default)
 
     if name in _TEXT_FILTERS and not isinstance(value, str):
-        _check_text(value, f"the input of |{name}")
+        check_text(value, f"the input of |{name}")
     text = value if isinstance(value, str) else ""
     if name == "center":
-        _int_arg(opt(0, "width", 80), "width")
+        check_width(opt(0, "width", 80), "width")
     elif name == "indent":
         width = opt(0, "width", 4)
-        width = len(width) if isinstance(width, str) else _int_arg(width, "indent width")
+        width = len(width) if isinstance(width, str) else check_width(width, "indent width")
         size = len(text) + (text.count("\n") + 1) * max(width, 0)
         if size > limits.max_text:
-            raise _too_long("the indented text", size, limits.max_text)
+            raise too_long("the indented text", size, limits.max_text)
     elif name == "wordwrap":
         width, wrap = opt(0, "width", 79), opt(2, "wrapstring", None) or "\n"
         lines = len(text) // max(width if isinstance(width, int) else 1, 1) + text.count("\n") + 1
         size = len(text) + lines * len(wrap)
         if size > limits.max_text:
-            raise _too_long("the wrapped text", size, limits.max_text)
+            raise too_long("the wrapped text", size, limits.max_text)
     elif name == "replace":
         old, new, count = opt(0, "old", ""), opt(1, "new", ""), opt(2, "count", None)
         if isinstance(old, str) and isinstance(new, str):
-            size = _replace_size(text, old, new, -1 if count is None else count)
+            size = replace_size(text, old, new, -1 if count is None else count)
             if size > limits.max_text:
-                raise _too_long("the replaced text", size, limits.max_text)
+                raise too_long("the replaced text", size, limits.max_text)
     elif name == "join":
         items = list(value) if value is not None else []
         sep = opt(0, "d", "")
-        size = len(sep) * max(len(items) - 1, 0) + sum(_text_size(i, limits.max_text) for i in items)
+        size = len(sep) * max(len(items) - 1, 0) + sum(text_size(i, limits.max_text) for i in items)
         if size > limits.max_text:
-            raise _too_long("the joined text", size, limits.max_text)
+            raise too_long("the joined text", size, limits.max_text)
         args = (items,) + rest
     elif name == "format":
-        _check_printf(text, kwargs or rest)
+        check_printf(text, kwargs or rest)
     elif name in ("batch", "slice"):
         count = opt(0, "linecount" if name == "batch" else "slices", 1)
         if isinstance(count, int) and count > limits.max_items:
@@ -402,7 +138,7 @@ def _guard_filter(name: str, func: Any) -> Any:
         args, kwargs = _pre_check(name, args, kwargs)
         result = func(*head, *args, **kwargs)
         if isinstance(result, str):
-            _check_text(result, f"the output of |{name}")
+            check_text(result, f"the output of |{name}")
         return result
 
     return guarded
@@ -436,7 +172,7 @@ class _StrictUndefined(StrictUndefined):
 def _bounded_range(*args: int) -> range:
     """`range` limited to max_items (Jinja2's sandbox range, with an error that says the limit)."""
     numbers = range(*args)
-    limit = _limits().max_items
+    limit = current_limits().max_items
     if len(numbers) > limit:
         raise LimitExceeded(f"range() of {len(numbers):,} items is over the limit of {limit:,}", "loop over fewer items")
     return numbers
@@ -444,12 +180,12 @@ def _bounded_range(*args: int) -> range:
 
 def _finalize(value: Any) -> Any:
     if type(value) is not str:
-        _check_text(value, "the printed value")
+        check_text(value, "the printed value")
     return value
 
 
 def _bounded_join(parts: Any) -> str:
-    limit = _limits().max_text
+    limit = current_limits().max_text
     out, total = [], 0
     for part in parts:
         total += len(part)
@@ -479,21 +215,21 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
         for value in (left, right):
             if isinstance(value, Undefined):
                 value._fail_with_undefined_error()
-        return _checked_binop(operator, left, right)
+        return checked_binop(operator, left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
-        _step()
+        step()
         for arg in args + tuple(kwargs.values()):
             if isinstance(arg, Undefined):
                 arg._fail_with_undefined_error()
         if isinstance(__obj, LoopContext) and args:  # a recursive loop's `loop(children)`
             args = (__self.bounded_iter(args[0]),) + args[1:]
         owner = getattr(__obj, "__self__", None)
-        if isinstance(owner, (str, bytes)) and getattr(__obj, "__name__", None) in _GROWING_METHODS:
-            args = _check_str_method(owner, __obj.__name__, args, kwargs)
+        if isinstance(owner, (str, bytes)) and getattr(__obj, "__name__", None) in GROWING_METHODS:
+            args = check_str_method(owner, __obj.__name__, args, kwargs)
         result = super().call(__context, __obj, *args, **kwargs)
         if isinstance(result, str):
-            _check_text(result, "the returned text")
+            check_text(result, "the returned text")
         return result
 
     def wrap_str_format(self, value: Any) -> Any:
@@ -507,14 +243,14 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
                 if kwargs or len(args) != 1:
                     raise TypeError("format_map() takes exactly one positional argument")
                 args, kwargs = (), args[0]
-            _check_format_string(fmt)
+            check_format_string(fmt)
             return type(fmt)(_BoundedFormatter(self).vformat(fmt, args, kwargs))
 
         return functools.update_wrapper(bounded_format, value)
 
     # Called from templates through the nodes _Bounder adds (EnvironmentAttribute: never shadowed).
     def bounded_iter(self, iterable: Any) -> Any:
-        budget = _budget.get()
+        budget = current_budget()
         if budget is None:
             yield from iterable
             return
@@ -531,12 +267,12 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
         return value
 
     def checked_concat(self, *values: Any) -> str:
-        limit = _limits().max_text
+        limit = current_limits().max_text
         total = 0
         for value in values:
-            total += _text_size(value, limit)
+            total += text_size(value, limit)
             if total > limit:
-                raise _too_long("the joined text", total, limit)
+                raise too_long("the joined text", total, limit)
         return "".join(map(str, values))
 
     def compile_checked(self, ast: nodes.Template) -> Any:
@@ -578,15 +314,15 @@ class _Bounder(NodeTransformer):
         if node.operator in self.env.intercepted_binops:
             if node.operator == "%" and isinstance(node.left, nodes.Const) and isinstance(node.left.value, str):
                 try:
-                    size = _printf_size(node.left.value, ())
+                    size = printf_size(node.left.value, ())
                 except LimitExceeded as exc:
                     raise LimitExceeded(exc.message, exc.fix, node.lineno) from None
                 if size > DEFAULT_LIMITS.max_text:
-                    raise LimitExceeded(_too_long("the formatted text", size, DEFAULT_LIMITS.max_text).message,
+                    raise LimitExceeded(too_long("the formatted text", size, DEFAULT_LIMITS.max_text).message,
                                         "use a smaller width or precision", node.lineno)
             if isinstance(node.left, nodes.Const) and isinstance(node.right, nodes.Const):
                 try:
-                    value = _checked_binop(node.operator, node.left.value, node.right.value)
+                    value = checked_binop(node.operator, node.left.value, node.right.value)
                 except LimitExceeded as exc:
                     raise LimitExceeded(exc.message, exc.fix, node.lineno) from None
                 except Exception:
@@ -609,7 +345,7 @@ class _Bounder(NodeTransformer):
         if (isinstance(target, nodes.Getattr) and target.attr in ("format", "format_map")
                 and isinstance(target.node, nodes.Const) and isinstance(target.node.value, str)):
             try:
-                _check_format_string(target.node.value)
+                check_format_string(target.node.value)
             except LimitExceeded as exc:
                 raise LimitExceeded(exc.message, exc.fix, node.lineno) from None
         return node
@@ -627,7 +363,7 @@ class _Bounder(NodeTransformer):
         ok, value = self._const(node)
         if ok:
             if len(value) > DEFAULT_LIMITS.max_text:
-                raise LimitExceeded(_too_long("the joined text", len(value), DEFAULT_LIMITS.max_text).message,
+                raise LimitExceeded(too_long("the joined text", len(value), DEFAULT_LIMITS.max_text).message,
                                     "build shorter text", node.lineno)
             return node
         return _env_call(self.env, "checked_concat", *node.nodes, lineno=node.lineno)

@@ -83,7 +83,7 @@ class CompiledPrompt:
     __slots__ = ("spec", "label", "limits", "_text", "_messages", "_types", "_defaults", "_required", "_n_required")
 
     def __init__(self, spec: PromptSpec, label: str, where: SourceMap | None = None, *, limits: Any = None):
-        from llmops.prompts.sandbox import DEFAULT_LIMITS
+        from llmops.prompts.limits import DEFAULT_LIMITS
 
         self.spec = spec
         self.label = label
@@ -116,7 +116,7 @@ class CompiledPrompt:
         TemplateError naming the file, field and line."""
         from jinja2 import TemplateSyntaxError, meta
 
-        from llmops.prompts.sandbox import LimitExceeded
+        from llmops.prompts.limits import LimitExceeded
 
         env, label = environment(), self.label
 
@@ -165,7 +165,7 @@ class CompiledPrompt:
                                 fix=f"pass {missing[0]}=... ({self.spec.variables[missing[0]].type})")
         if self._defaults and len(variables) != len(types):
             variables = {**self._defaults, **variables}
-        from llmops.prompts.sandbox import LimitExceeded, bounded
+        from llmops.prompts.limits import LimitExceeded, bounded
 
         try:
             with bounded(self.limits):
