@@ -131,3 +131,22 @@ def test_an_artifact_name_longer_than_the_store_holds_is_refused(store_ws):
             run.log_artifact(b"x", name="a/" * 600 + "b")
         run.log_artifact(b"x", name="a" * 1024)
     assert list(store_ws.get_run(run.id).artifacts) == ["a" * 1024]
+
+
+def test_postgres_traps_past_the_checks_cost_only_their_rows(tmp_path, pg_url):
+    """What PostgreSQL refuses and SQLite takes (long keys, NUL, steps >= 2**31), handed to the store
+    directly: each such row is left out, every good row of the batch is written."""
+    import llmops
+
+    ws = llmops.Workspace(tmp_path / "w", store_url=pg_url)
+    with ws.start_run("pg") as run:
+        pass
+    now = time.time()
+    refused = run_store.flush(
+        ws.engine, run.id, params=[("k" * 300, "v"), ("good", "1"), ("nul", "a\x00b")],
+        metrics=[("m", 1.0, 2**31, now), ("m", 2.0, 1, now)], tags={"t\x00": "x", "t": "y"}, edges=[],
+        heartbeat=now)
+    assert len(refused) == 4, refused
+    info = ws.get_run(run.id)
+    assert (info.params, info.tags, info.metrics) == ({"good": "1"}, {"t": "y"}, {"m": 2.0})
+    ws.close()
