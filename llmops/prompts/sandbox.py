@@ -178,21 +178,25 @@ def _bounded_range(*args: int) -> range:
     return numbers
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})  # ints are bounded where they are built
+
+
 def _finalize(value: Any) -> Any:
-    if type(value) is not str:
+    if type(value) not in _SCALARS:
         check_text(value, "the printed value")
     return value
 
 
 def _bounded_join(parts: Any) -> str:
     limit = current_limits().max_text
-    out, total = [], 0
-    for part in parts:
+    out: list[str] = []
+    append, total = out.append, 0
+    for part in parts:  # counted as it comes: a loop cannot build gigabytes before the check
         total += len(part)
         if total > limit:
             raise LimitExceeded(f"the rendered text is over the limit of {limit:,} characters",
                                 "render less text: loop over fewer items or pass shorter values")
-        out.append(part)
+        append(part)
     return "".join(out)
 
 
