@@ -210,3 +210,61 @@ def test_progress_bars_go_to_stderr(ws, kb, capsys):
     err = capsys.readouterr().err
     for stage in ("files", "chunks", "embedding batches", "publish"):
         assert stage in err
+
+
+def test_unchanged_reingest_loads_no_model_and_imports_nothing_heavy(ws, kb):
+    import subprocess
+    import sys
+
+    first = ws.rag.ingest(kb)
+    code = ("import json, sys, llmops; r = llmops.Workspace(sys.argv[1]).rag.ingest(sys.argv[2]); "
+            "print(json.dumps([r.published, r.ref, r.counts['chunks'], sorted(m for m in "
+            "('torch', 'sentence_transformers', 'transformers', 'faiss', 'langchain_text_splitters') if m in sys.modules)]))")
+    out = subprocess.run([sys.executable, "-c", code, str(ws.root), str(kb)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [False, first.ref, first.counts["chunks"], []]
+
+
+def test_a_changed_embedder_setting_is_not_mistaken_for_no_change(ws, kb, tiny_model):  # noqa: F811
+    first = ws.rag.ingest(kb)
+    kb.write_text(kb.read_text().replace("batch_size: 4}", "batch_size: 4, max_seq_length: 64}"))
+    res = ws.rag.ingest(kb)
+    assert res.published and res.version == 2 and res.counts["embedded"] == res.counts["chunks"]
+    assert ws.registry.get(res.ref, record=False).spec["embedder"]["fingerprint"] != \
+        ws.registry.get(first.ref, record=False).spec["embedder"]["fingerprint"]
+
+
+@pytest.mark.parametrize("form", ["dotdot", "absolute", "symlink"])
+def test_sources_outside_the_spec_folder_need_allow_outside(ws, tiny_model, tmp_path, form):  # noqa: F811
+    secret = tmp_path / "elsewhere"
+    secret.mkdir()
+    (secret / "secret.md").write_text("# Secret\n\nNot for the index.")
+    write_corpus(ws.root)
+    glob = {"dotdot": "../../elsewhere/*.md", "absolute": str(secret / "*.md"), "symlink": "docs/**/*.md"}[form]
+    if form == "symlink":
+        (ws.root / "rag/docs/link.md").symlink_to(secret / "secret.md")
+    spec = write_spec(ws.root, tiny_model, body=f"""\
+sources: ["{glob}"]
+embedder: {{model: "{tiny_model}"}}
+chunker: {{chunk_size: 24, chunk_overlap: 4}}
+""")
+    with pytest.raises(SpecError) as exc:
+        ws.rag.ingest(spec)
+    text = str(exc.value)
+    assert exc.value.field == "sources[0]" and "outside the spec's folder" in text and "allow_outside: true" in text
+    assert ws.registry.list("index") == [] and repr(glob) in text
+    assert form != "symlink" or "matches a link to" in text and "secret.md" in text
+    spec.write_text(spec.read_text() + "allow_outside: true\n")
+    res = ws.rag.ingest(spec)
+    assert any("secret" in r["text"].lower() for r in _records(ws, res.ref))
+
+
+def test_glob_matching_nothing_is_reported_before_the_chunk_size_check(ws, tiny_model):  # noqa: F811
+    write_corpus(ws.root)
+    spec = write_spec(ws.root, tiny_model, body=f"""\
+sources: ["nothing/*.md"]
+embedder: {{model: "{tiny_model}"}}
+chunker: {{chunk_size: 500, chunk_overlap: 4}}
+""")  # 500 is also beyond the tiny model's 128 tokens: the missing files are the first thing to fix
+    with pytest.raises(IngestError, match="nothing/\\*.md: glob matched no files"):
+        ws.rag.ingest(spec)

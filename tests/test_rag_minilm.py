@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
+from rag_support import REPO, write_corpus
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
 
 
@@ -47,3 +46,18 @@ def test_questions_find_the_right_page(handbook, query, source):
     hits = ws.rag.index("handbook").search(query, k=3)
     assert source in [h.source for h in hits], [(h.source, round(h.score, 3), h.text[:60]) for h in hits]
     assert 0.2 < hits[0].score <= 1.0001
+
+
+def test_a_spec_with_only_defaults_ingests_with_the_default_embedder(ws):
+    from llmops.rag.embedder import load_embedder
+    from llmops.rag.fingerprint import predict_fingerprint
+
+    write_corpus(ws.root)
+    (ws.root / "rag" / "minimal.yaml").write_text("sources: [docs/*]\n")
+    res = ws.rag.ingest("rag/minimal.yaml")
+    assert res.published and res.ref == "index/minimal@1" and res.counts["files"] == 3
+    m = ws.registry.get(res.ref, record=False).spec
+    assert m["embedder"]["model"] == "default" and m["chunker"]["chunk_size"] == 200
+    # the fingerprint the no-op check computes from the files is the loaded model's
+    assert predict_fingerprint("default") == load_embedder("default").fingerprint == m["embedder"]["fingerprint"]
+    assert ws.rag.index("minimal").search("how do I install alpha?", k=1)[0].source == "rag/docs/alpha.md"

@@ -57,3 +57,38 @@ def test_spec_round_trips_through_json():
     spec = parse_spec({"sources": ["a"], "index": {"type": "hnsw", "params": {"M": 16}, "tune": {"target": 0.9}}})
     again = IngestSpec.model_validate(spec.model_dump(mode="json"))
     assert again == spec and again.index.tune.k == 10
+
+
+@pytest.mark.parametrize("data, field, words", [
+    ({"index": {"type": "hnsw", "params": {"M": 100000000}}}, "index.params", "M is 100000000, out of range: use 2 to 256"),
+    ({"index": {"type": "hnsw", "params": {"efConstruction": 10**6}}}, "index.params", "efConstruction is 1000000, out of range: use 1 to 4096"),
+    ({"index": {"type": "hnsw", "params": {"efSearch": 0}}}, "index.params", "efSearch is 0, out of range: use 1 to 4096"),
+    ({"index": {"type": "ivf", "params": {"nlist": 10**7}}}, "index.params", "nlist is 10000000, out of range: use 1 to 65536"),
+    ({"index": {"type": "ivf", "params": {"nprobe": -1}}}, "index.params", "nprobe is -1, out of range: use 1 to 65536"),
+    ({"index": {"type": "hnsw", "tune": {"k": 0}}}, "index.tune.k", "greater than or equal to 1"),
+    ({"index": {"type": "hnsw", "tune": {"queries": 10**9}}}, "index.tune.queries", "less than or equal to 100000"),
+    ({"index": {"type": "hnsw", "tune": {"target": 1.5}}}, "index.tune.target", "less than or equal to 1"),
+    ({"chunker": {"chunk_size": 10**9}}, "chunker.chunk_size", "less than or equal to 8192"),
+    ({"embedder": {"batch_size": 10**9}}, "embedder.batch_size", "less than or equal to 4096"),
+    ({"embedder": {"max_seq_length": 0}}, "embedder.max_seq_length", "greater than or equal to 1"),
+])
+def test_numbers_have_ranges_named_in_the_error(data, field, words):
+    with pytest.raises(SpecError) as exc:
+        parse_spec({"sources": ["a"], **data}, file="rag/x.yaml")
+    assert exc.value.field == field and words in str(exc.value)
+
+
+def test_errors_in_a_file_name_the_line_and_suggest_the_key(tmp_path):
+    p = tmp_path / "kb.yaml"
+    p.write_text("sources: [docs/*.md]\nindex:\n  type: hnsw\n  params: {M: 100000000}\n")
+    with pytest.raises(SpecError, match=r"kb.yaml:4: index.params: M is 100000000, out of range"):
+        load_spec(p)
+    p.write_text("sources: [docs/*.md]\nchunker:\n  chunk_sise: 100\n")
+    with pytest.raises(SpecError, match=r"kb.yaml:3: chunker.chunk_sise: unknown key \(did you mean 'chunk_size'\?\)"):
+        load_spec(p)
+
+
+def test_defaults_fit_the_default_embedder():
+    # all-MiniLM-L6-v2 reads 256 tokens, 2 of them special: the default chunk must fit in 254
+    spec = parse_spec({"sources": ["a"]})
+    assert spec.embedder.model == "default" and spec.chunker.chunk_size <= 254

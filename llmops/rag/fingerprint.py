@@ -4,7 +4,7 @@
 tokenizer) and the settings that change the numbers (backend, precision, max_seq_length,
 normalisation). Indexes and the embedding cache are keyed by it. The loaded `Embedder` computes it
 with `fingerprint()` below; `predict_fingerprint()` computes the same value from the folder's files
-(max_seq_length from `sentence_bert_config.json`), so an ingestion can tell that nothing changed
+(max_seq_length from the folder's config files), so an ingestion can tell that nothing changed
 before it pays seconds for loading a model.
 """
 
@@ -137,6 +137,18 @@ def fingerprint(digest: str, backend: str, precision: str, max_seq_length: int) 
     return f"{backend}-{precision}-" + hashlib.sha256(payload.encode()).hexdigest()[:40]
 
 
+def _configured_max_seq_length(path: Path) -> int | None:
+    """What sentence-transformers will use: `max_seq_length` of sentence_bert_config.json (older saves),
+    else the tokenizer's `model_max_length` (sentence-transformers >= 5 saves it there)."""
+    for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
+        file = path / name
+        if file.is_file():
+            value = json.loads(file.read_text(encoding="utf-8")).get(key)
+            if value is not None:
+                return value
+    return None
+
+
 def predict_fingerprint(model: str | Path | None, *, backend: str | None = None, precision: str | None = None,
                         max_seq_length: int | None = None, device: str = "cpu") -> str | None:
     """The fingerprint `load_embedder` would give, from files only; None when the folder does not say
@@ -145,9 +157,8 @@ def predict_fingerprint(model: str | Path | None, *, backend: str | None = None,
         path = resolve_model_path(model)
         backend, precision = resolve_settings(backend, precision, device)
         if max_seq_length is None:
-            config = json.loads((path / "sentence_bert_config.json").read_text(encoding="utf-8"))
-            max_seq_length = config.get("max_seq_length")
-        if not isinstance(max_seq_length, int) or max_seq_length <= 0:
+            max_seq_length = _configured_max_seq_length(path)
+        if not isinstance(max_seq_length, int) or not 0 < max_seq_length < 1_000_000:
             return None
         return fingerprint(model_digest(path), backend, precision, max_seq_length)
     except (OSError, ValueError, BackendError):
