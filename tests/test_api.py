@@ -26,9 +26,9 @@ def test_unknown_attribute_is_an_attribute_error():
         raise AssertionError("llmops.NoSuchThing resolved")
 
 
-def _loaded_after(code: str) -> list[str]:
-    """Which HEAVY modules a fresh interpreter has loaded after running `code`."""
-    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
+def _loaded_after(code: str, watch: list[str] = HEAVY) -> list[str]:
+    """Which of the `watch` modules a fresh interpreter has loaded after running `code`."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(m for m in {watch!r} if m in sys.modules)))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     return json.loads(out.splitlines()[-1])
 
@@ -36,6 +36,11 @@ def _loaded_after(code: str) -> list[str]:
 def test_import_llmops_and_the_cli_load_nothing_heavy():
     assert _loaded_after("import llmops") == []
     assert _loaded_after("import llmops.cli; llmops.cli._register()") == []
+
+
+def test_help_loads_neither_the_store_nor_rich():
+    """`llmops --help` is answered by Click alone: no rich, no pydantic, no SQLAlchemy."""
+    assert _loaded_after("import llmops.cli; llmops.cli.run(['--help'])", HEAVY + ["pydantic", "rich"]) == []
 
 
 def test_workspace_is_loaded_on_first_access():

@@ -77,6 +77,11 @@ class Env:
             """))
         write_corpus(self.ws_path)
         self.spec = write_spec(self.ws_path, tiny, name="kb", index="hnsw")
+        for name in ("a.pdf", "b.pdf"):  # unreadable sources: the error lists one problem per file
+            (self.ws_path / "rag" / "bad" / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.ws_path / "rag" / "bad" / name).write_bytes(b"%PDF-1.4 not really")
+        self.bad_spec = write_spec(self.ws_path, tiny, name="bad",
+                                   body=self.spec.read_text().replace("docs/**/*", "bad/*.pdf").replace("kb", "bad"))
         self.queries = self.ws_path / "q.jsonl"
         self.queries.write_text('{"_id": "q1", "text": "installing alpha"}\n')
         self.qrels = self.ws_path / "qrels.tsv"
@@ -94,7 +99,8 @@ class Env:
                        "qrels": str(self.qrels), "paths": str(prompts), "output": str(root / "out.txt")}
 
     def value(self, template: str) -> str:
-        return template.format(missing=self.missing, dir=self.dir, afile=self.afile, run=self.run_id)
+        return template.format(missing=self.missing, dir=self.dir, afile=self.afile, run=self.run_id,
+                               bad_spec=self.bad_spec)
 
     def working(self, words, cmd: click.Command, param: click.Parameter) -> str:
         if words[0] == "assets" and param.name == "ref":
@@ -211,6 +217,9 @@ CASES = [  # (arguments after `-w WS`, what the error line must contain)
     (["chains", "invoke", "qa@1", "--input", "noequals"], "noequals"),
     (["rag", "ingest", "{missing}"], "nothing.yaml"),
     (["rag", "ingest", "{dir}"], "adir"),
+    pytest.param(["rag", "ingest", "{bad_spec}"], "b.pdf",  # a multi-line message, printed on one line
+                 marks=_xfail("C (llmops/rag/progress.py)", "the progress display leaves its last frame on a "
+                              "stderr that is not a terminal, above the error line")),
     (["rag", "query", "kb", "alpha", "-k", "0"], "k must"),
     (["rag", "query", "kb", "alpha", "-k", HUGE], HUGE),
     (["rag", "tune", "kb", "-k", "0"], "k must"),

@@ -124,7 +124,7 @@ def _register() -> None:
 
 # errors ------------------------------------------------------------------------------
 _FIXES = {
-    errno.ENOENT: "check the path; missing folders are not created",
+    errno.ENOENT: "check the path (missing folders are not created)",
     errno.ENOTDIR: "a part of the path is a file, not a folder",
     errno.EISDIR: "it is a folder; name a file",
     errno.EEXIST: "it already exists",
@@ -174,7 +174,7 @@ def error_line(exc: BaseException, session: Session | None = None) -> str:
     else:
         text = _one_line(str(exc))
         hint = _hint(exc, session) if isinstance(exc, LLMOpsError) else None
-        if hint and hint not in text:
+        if hint and "`llmops " not in text:  # a message that names its own command keeps it
             text += f"; {hint}"
     return f"error: {text}"
 
