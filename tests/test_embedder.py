@@ -1,7 +1,7 @@
 """The embedding encoder: vectors, order, normalisation, fingerprints, ONNX export cache, offline loading.
 
-Unit tests run a tiny BERT built here from a config (random weights, a 250-word vocabulary); the
-integration tests compare the real all-MiniLM-L6-v2 fast paths with plain sentence-transformers fp32.
+Unit tests run the tiny BERT of rag_support (random weights, MiniLM's tokenizer); the integration
+tests compare the real all-MiniLM-L6-v2 fast paths with plain sentence-transformers fp32.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rag_support import REPO, tiny_model  # noqa: F401 (fixture)
+
 from llmops.errors import BackendError
 from llmops.rag import embedder as E
-
-REPO = Path(__file__).resolve().parents[1]
+from llmops.rag import fingerprint as F
 
 WORDS = ("the a of and to in is was for on that with as by at from it an be this are or "
          "model index chunk vector query search file spec run version store").split()
@@ -33,31 +34,6 @@ TEXTS = [
     "file",
     "the index is a vector store; the query is a vector; search is an inner product of the two",
 ]
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    """A sentence-transformers folder (BERT 2x32 + mean pooling + normalize) with seeded random weights."""
-    import torch
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    root = tmp_path_factory.mktemp("tiny-embedder")
-    raw = root / "hf"
-    raw.mkdir()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + [f"w{i}" for i in range(200)] + list(
-        "abcdefghijklmnopqrstuvwxyz0123456789.,;")
-    (raw / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tok = BertTokenizerFast(vocab_file=str(raw / "vocab.txt"))
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
-    BertModel(cfg).save_pretrained(raw)
-    tok.save_pretrained(raw)
-    st = SentenceTransformer(modules=[models.Transformer(str(raw), max_seq_length=64), models.Pooling(32, "mean"),
-                                      models.Normalize()])
-    st.save(str(root / "st"))
-    return root / "st"
 
 
 @pytest.fixture
@@ -187,6 +163,20 @@ def test_fingerprint_covers_weights_config_and_tokenizer(tiny_model, tmp_path, f
     assert changed != base
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"precision": "fp32"}, {"precision": "bf16"}, {"max_seq_length": 16},
+                                    {"backend": "torch", "precision": "fp32", "max_seq_length": 100}])
+def test_fingerprint_predicted_from_files_equals_the_loaded_one(tiny_model, fresh, kwargs):  # noqa: F811
+    assert F.predict_fingerprint(tiny_model, **kwargs) == E.load_embedder(tiny_model, **kwargs).fingerprint
+
+
+def test_predicting_a_fingerprint_imports_no_model_code(tiny_model):  # noqa: F811
+    code = ("import sys; from llmops.rag.fingerprint import predict_fingerprint as p; "
+            f"print(p({str(tiny_model)!r})); print(sorted(m for m in ('torch', 'transformers', "
+            "'sentence_transformers', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0].startswith(("torch-fp32-", "torch-bf16-")) and out[1] == "[]"
+
+
 def test_load_embedder_keeps_one_instance_per_settings(tiny_model, fresh):
     a = E.load_embedder(tiny_model, backend="torch", precision="fp32")
     assert E.load_embedder({"model": str(tiny_model), "backend": "torch", "precision": "fp32"}) is a
@@ -252,18 +242,6 @@ def test_onnx_export_is_cached_and_agrees_with_torch(tiny_model, tmp_path, fresh
     vq = q.encode(TEXTS)
     np.testing.assert_allclose(np.linalg.norm(vq, axis=1), 1.0, atol=1e-5)
     assert (vq * ref).sum(1).min() >= 0.95
-
-
-def test_a_failed_export_leaves_nothing_behind(tmp_path):
-    target = tmp_path / "x-fp32.onnx"
-    with pytest.raises(RuntimeError):
-        with E._temp_path(target) as tmp:
-            tmp.write_bytes(b"half a model")
-            raise RuntimeError("killed")
-    assert list(tmp_path.iterdir()) == []
-    with E._temp_path(target) as tmp:
-        tmp.write_bytes(b"whole")
-    assert [p.name for p in tmp_path.iterdir()] == ["x-fp32.onnx"] and target.read_bytes() == b"whole"
 
 
 # -- the real all-MiniLM-L6-v2 ----------------------------------------------------------------------
