@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from rag_support import build_tiny_model, tiny_embedder, tiny_model, write_corpus, write_spec  # noqa: F401
 
-from llmops.errors import EmbedderMismatch, SpecError
+from llmops.errors import EmbedderMismatch, InvalidValue, SpecError
 
 
 @pytest.fixture
@@ -99,14 +99,40 @@ def test_tune_publishes_the_choice_over_the_same_index_file(ws, tiny_model):  # 
     tuning = new.spec["index"]["tuning"]
     assert tuning["param"] == "efSearch" and new.spec["index"]["search_params"]["efSearch"] == tuning["value"]
     assert tuning["recall"] >= 0.99 and tuning["tuned_from"] == "index/kb@1"
-    assert ws.rag.index("kb@2").faiss.index is not None
-    # tuning again to the same result publishes nothing, and an unchanged re-ingest keeps the tuned version
-    assert not ws.rag.tune("kb@1", target=0.99, k=5, sample=20).published
+    import faiss
+
+    assert faiss.downcast_index(ws.rag.index("kb@2").faiss.index).hnsw.efSearch == tuning["value"]
+    # tuning again to the same result publishes nothing, from the tuned or the ingested version
+    for ref in ("kb", "kb@1", "kb@2"):
+        again = ws.rag.tune(ref, target=0.99, k=5, sample=20)
+        assert (again.published, again.outcome, again.ref) == (False, "unchanged", "index/kb@2")
+    # an unchanged re-ingest keeps the tuned version
     again = ws.rag.ingest(spec)
     assert not again.published and again.ref == "index/kb@2" and first.content_digest == again.content_digest
-    with pytest.raises(SpecError, match="nothing to tune"):
-        write_spec(ws.root, tiny_model, name="flat")
-        ws.rag.ingest(ws.root / "rag/flat.yaml")
+    assert [v.version for v in ws.registry.versions("index/kb")] == [1, 2]
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"sample": 0}, "sample must be a whole number from 1 to 100000, got 0"),
+    ({"k": 0}, "k must be a whole number from 1 to 1000, got 0"),
+    ({"k": 10**6}, "k must be a whole number from 1 to 1000"),
+    ({"target": 0.0}, "target must be in (0, 1]"),
+    ({"target": float("nan")}, "target must be in (0, 1]"),
+])
+def test_tune_refuses_bad_arguments_and_publishes_nothing(ws, tiny_model, kwargs, words):  # noqa: F811
+    write_corpus(ws.root)
+    ws.rag.ingest(write_spec(ws.root, tiny_model, chunk_size=12, index="hnsw"))
+    with pytest.raises(InvalidValue) as exc:
+        ws.rag.tune("kb", **kwargs)
+    assert words in str(exc.value)
+    assert [v.version for v in ws.registry.versions("index/kb")] == [1]
+    assert ws.search_runs("attributes.kind = 'tune'") == []
+
+
+def test_a_flat_index_has_nothing_to_tune(ws, tiny_model):  # noqa: F811
+    write_corpus(ws.root)
+    ws.rag.ingest(write_spec(ws.root, tiny_model, name="flat"))
+    with pytest.raises(SpecError, match="index/flat@1 is a flat index: exact search, nothing to tune"):
         ws.rag.tune("flat")
 
 
@@ -125,3 +151,14 @@ chunker: {{chunk_size: 24, chunk_overlap: 4}}
     assert ws.rag.index("kb").embedder.precision == "fp32"  # reloaded with the settings it was built with
     with pytest.raises(EmbedderMismatch):
         ws.rag.index("kb", embedder=load_embedder(tiny_model, precision="bf16"))
+
+
+def test_an_index_and_its_embedder_load_once_per_process(ws, kb):
+    import llmops
+
+    first = ws.rag.index("kb")
+    with llmops.Workspace(ws.root) as other:  # another workspace object, as a server request would open
+        second = other.rag.index("kb@1")
+        assert second is not first and second.ws is other
+        assert second.faiss is first.faiss and second.records is first.records and second.embedder is first.embedder
+        assert second.search("installing alpha", k=2) == first.search("installing alpha", k=2)
