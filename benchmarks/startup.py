@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -50,17 +51,22 @@ def _prepare(tree: Path, cwd: Path) -> Path:
     return ws
 
 
-def measure(tree: Path, runs: int) -> dict[str, float]:
+def measure(trees: dict[str, Path], runs: int) -> dict[str, dict[str, float]]:
+    """Median seconds per tree and command; rounds interleave trees and commands so load bursts hit all alike."""
     with tempfile.TemporaryDirectory(prefix="llmops-startup-") as tmp:
-        cwd = Path(tmp)
-        ws = _prepare(tree, cwd)
-        for args in CASES.values():  # warm the bytecode caches and the OS page cache once
-            _call(tree, [a.format(ws=ws) for a in args], cwd)
-        times: dict[str, list[float]] = {name: [] for name in CASES}
-        for _ in range(runs):  # interleaved, so a burst of load hits every case alike
+        cwds = {label: Path(tmp) / label for label in trees}
+        wss = {}
+        for label, tree in trees.items():
+            cwds[label].mkdir()
+            wss[label] = _prepare(tree, cwds[label])
+        times = {label: {name: [] for name in CASES} for label in trees}
+        for round_ in range(runs + 1):  # round 0 warms bytecode and page caches and is not counted
             for name, args in CASES.items():
-                times[name].append(_call(tree, [a.format(ws=ws) for a in args], cwd))
-    return {name: statistics.median(values) for name, values in times.items()}
+                for label, tree in trees.items():
+                    took = _call(tree, [a.format(ws=wss[label]) for a in args], cwds[label])
+                    if round_:
+                        times[label][name].append(took)
+    return {label: {name: statistics.median(v) for name, v in per.items()} for label, per in times.items()}
 
 
 def cpu_model() -> str:
@@ -77,14 +83,15 @@ def main() -> None:
     parser.add_argument("--baseline", default="2da977a", help="the commit to compare against")
     opts = parser.parse_args()
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the worktree is removed on `kill` too
     worktree = Path(tempfile.mkdtemp(prefix="llmops-baseline-"))
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(worktree), opts.baseline],
                    check=True)
     try:
-        before = measure(worktree, opts.runs)
-        after = measure(REPO, opts.runs)
+        medians = measure({"before": worktree, "after": REPO}, opts.runs)
     finally:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], check=False)
+    before, after = medians["before"], medians["after"]
 
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}; "
           f"median of {opts.runs} runs; Python {sys.version.split()[0]}")
