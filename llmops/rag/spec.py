@@ -211,6 +211,9 @@ def _fields_at(loc: tuple) -> list[str]:
 def load_spec(path: str | Path) -> IngestSpec:
     """Read and validate an ingestion spec file; its name defaults to the file's stem."""
     path = Path(path)
+    if path.is_dir():
+        raise SpecError("is a folder, not a spec file", file=str(path),
+                        fix="give the path of an ingestion spec, e.g. rag/handbook.yaml")
     if not path.is_file():
         raise SpecError("no such file", file=str(path), fix="give the path of an ingestion spec, e.g. rag/handbook.yaml")
     data, where = load_yaml_file(path)
