@@ -28,7 +28,6 @@ normalisation). Indexes and the embedding cache are keyed by it, so changing any
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops.atomic import atomic_path
+from llmops.digests import sha256_hex
 from llmops.errors import BackendError
 from llmops.rag.fingerprint import (ONNX_RECIPE, cpu_has_native_bf16, default_embedder_path, fingerprint,
                                     model_digest, resolve_model_path, resolve_settings, settings)
@@ -196,7 +196,7 @@ class Embedder:
 
     def onnx_path(self) -> Path:
         """The cached export for this model folder and precision (one file serves every max_seq_length)."""
-        key = hashlib.sha256(f"{self.model_digest}|{ONNX_RECIPE}".encode()).hexdigest()[:32]
+        key = sha256_hex(f"{self.model_digest}|{ONNX_RECIPE}")[:32]
         return self.cache_dir / f"{key}-{self.precision}.onnx"
 
     def _export_onnx(self, target: Path) -> None:

@@ -17,6 +17,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from llmops.digests import sha256_hex
 from llmops.errors import BackendError
 
 __all__ = ["BACKENDS", "cpu_has_native_bf16", "default_embedder_path", "fingerprint", "model_digest",
@@ -133,8 +134,9 @@ def settings(backend: str, precision: str, max_seq_length: int) -> dict[str, Any
 
 def fingerprint(digest: str, backend: str, precision: str, max_seq_length: int) -> str:
     """`backend-precision-` + 40 hex of sha256(model digest + settings)."""
+    # json.dumps' own spacing, not canonical_json: the recipe of every published fingerprint
     payload = json.dumps({"model": digest, **settings(backend, precision, max_seq_length)}, sort_keys=True)
-    return f"{backend}-{precision}-" + hashlib.sha256(payload.encode()).hexdigest()[:40]
+    return f"{backend}-{precision}-" + sha256_hex(payload)[:40]
 
 
 def _configured_max_seq_length(path: Path) -> int | None:
