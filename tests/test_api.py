@@ -46,3 +46,12 @@ def test_help_loads_neither_the_store_nor_rich():
 def test_workspace_is_loaded_on_first_access():
     assert "sqlalchemy" in _loaded_after("import llmops; llmops.Workspace")
     assert "Workspace" in dir(llmops)
+
+
+def test_reading_a_store_at_head_loads_no_alembic_orm_or_models(tmp_path):
+    ws = str(tmp_path / "ws")
+    created = _loaded_after(f"import llmops.cli; assert llmops.cli.run(['-w', {ws!r}, 'init']) == 0")
+    assert "alembic" in created  # creating the store migrates it; reading it at head must not
+    loaded = _loaded_after(f"import llmops.cli; assert llmops.cli.run(['-w', {ws!r}, 'runs', 'list']) == 0",
+                           HEAVY + ["sqlalchemy.orm"])
+    assert loaded == ["sqlalchemy"]
