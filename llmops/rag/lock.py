@@ -21,8 +21,11 @@ log = logging.getLogger(__name__)
 @contextmanager
 def index_lock(home: Path, name: str) -> Iterator[None]:
     """Exclusive lock on `<home>/locks/index-<name>.lock`; waits (and says so) while another holds it."""
-    import fcntl
-
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; the registry still keeps versions distinct
+        yield
+        return
     folder = Path(home) / "locks"
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / f"index-{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
