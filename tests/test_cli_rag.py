@@ -103,3 +103,22 @@ def test_two_ingestions_at_once_publish_once_and_say_who_did(kb):
     assert waited[0]["counts"]["embedded"] == 0  # the second one reused the first one's work
     assets = json.loads(ok("-w", root, "assets", "list", "--json").stdout)
     assert [(a["name"], a["version"]) for a in assets] == [("kb", 1)]
+
+
+def test_an_ingestion_waits_while_another_holds_the_index(kb):
+    import os
+
+    import llmops
+    from llmops.rag.lock import index_lock
+
+    root, spec = kb
+    ok("-w", root, "init")
+    home = llmops.Workspace(root).home
+    with index_lock(home, "kb"):  # as a running ingestion of kb holds it
+        proc = cli_process("-w", root, "rag", "ingest", spec, "--json", wait=False)
+        line = proc.stderr.readline()
+        assert f"another ingestion of index kb is running (pid {os.getpid()}); waiting for it" in line, line
+        assert proc.poll() is None
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    assert json.loads(stdout)["published"] is True
