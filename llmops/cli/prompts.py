@@ -88,11 +88,18 @@ def prompts_history(name: str, as_json: bool = typer.Option(False, "--json")):
 def prompts_diff(a: str = typer.Argument(..., help="NAME@A (or a YAML file)"),
                  b: str = typer.Argument(..., help="NAME@B (or a YAML file)"),
                  format: str = typer.Option("text", "--format", "-f", help="text, markdown, json or html"),
-                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file.")):
+                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file."),
+                 suite: Optional[Path] = typer.Option(None, "--suite", help="Also run this eval suite on B against A: "
+                                                      "metric deltas with intervals, examples that changed most.")):
     """What changed between two prompt versions: template, variables, model params."""
     from llmops.prompts import render_diff
 
     text = render_diff(workspace().prompts.diff(a, b), format)
+    if suite is not None:
+        from llmops.evals import evaluate
+        from llmops.evals.compare import evidence_text
+
+        text += "\n\n" + evidence_text(evaluate(workspace(create=True), suite, target=b, baseline=a))
     if output:
         output.write_text(text, encoding="utf-8")
         typer.echo(f"wrote {output}")

@@ -6,6 +6,7 @@ LLMOpsError naming the option, which the CLI prints as one `error:` line with ex
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -132,10 +133,24 @@ def print_history(events: list[dict], as_json: bool) -> None:
 @assets_app.command("alias", context_settings={"ignore_unknown_options": True})
 def assets_alias(ref: str = typer.Argument(..., help="kind/name"), alias: str = typer.Argument(...),
                  version: str = typer.Argument(..., help="A version number, 1 or more."),
-                 reason: Optional[str] = typer.Option(None, "--reason", "-r")):
+                 reason: Optional[str] = typer.Option(None, "--reason", "-r"),
+                 require_suite: Optional[Path] = typer.Option(
+                     None, "--require-suite", help="Move only if this eval suite passes for VERSION against the "
+                                                   "version ALIAS points at now (exit 1 if it fails).")):
     """Point kind/name@ALIAS at VERSION (recorded in the alias history)."""
     from llmops.store.refs import parse_version
 
+    if require_suite is not None:
+        from llmops.evals import promote
+
+        result = promote(workspace(create=True), ref, alias, version, require_suite, progress=True)
+        failed = [g["name"] for g in result["gates"] if not g["passed"]]
+        if failed:
+            typer.echo(f"{ref}@{alias} not moved: suite {result['suite']['name']} failed "
+                       f"({'; '.join(failed)}); eval run {result['run_id']}", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{ref}@{alias} -> {parse_version(version)} (eval run {result['run_id']} passed)")
+        return
     av = workspace().registry.set_alias(ref, alias, parse_version(version), reason=reason)
     typer.echo(f"{av.kind}/{av.name}@{alias} -> {av.version}")
 
