@@ -192,7 +192,8 @@ def render(rows: list[dict]) -> str:
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rows = build()
-    stale = [p for split, p in OUTPUTS.items() if not p.exists() or p.read_text(encoding="utf-8") != render(rows[split])]
+    stale = [path for split, path in OUTPUTS.items()
+             if not path.exists() or path.read_text(encoding="utf-8") != render(rows[split])]
     if "--check" in argv:
         for path in stale:
             log.error("%s is out of date: re-run evals/data/build_handbook_qa.py", path.relative_to(ROOT))
