@@ -211,6 +211,8 @@ def test_html_is_self_contained_and_escapes_user_text(reports: dict[str, Path]) 
     assert "@import" not in page and "url(" not in page
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; ]]&gt;" in page
     assert "default-src 'none'" in page  # the browser itself refuses anything external
+    assert "\x00" not in page and "\x1b" not in page and "\ufffd\ufffd end" in page
+    assert "&#34;score&#34;: 12.5" in page  # corpus-level figures are kept, escaped like all the rest
 
 
 def test_html_has_a_chart_per_metric_and_the_examples_sorted_by_change(reports: dict[str, Path]) -> None:

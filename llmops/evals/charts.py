@@ -93,13 +93,17 @@ def metric_chart(
     baseline: Interval | None = None,
     *,
     labels: tuple[str, str] = ("candidate", "baseline"),
+    minimum: float | None = None,
 ) -> str:
-    """Horizontal bars for one metric, candidate above baseline, each with its interval as a whisker."""
+    """Horizontal bars for one metric, candidate above baseline, each with its interval as a whisker.
+
+    `minimum` (a `min` gate's threshold) is drawn as a dashed red line across the bars.
+    """
     scale = finite(scale) or 1.0
     rows = [(labels[0], candidate, CANDIDATE)]
     if baseline is not None:
         rows.append((labels[1], baseline, BASELINE))
-    tops = [finite(v) for _, iv, _ in rows for v in (iv.value, iv.high)]
+    tops = [finite(v) for _, iv, _ in rows for v in (iv.value, iv.high, minimum)]
     domain = max([scale] + [t for t in tops if t is not None])
     left, right, width, row_h, top = 92, 78, 560, 26, 8
     plot = width - left - right
@@ -137,6 +141,13 @@ def metric_chart(
         body.append(_text(width - right + 6, y + 16, fmt(value, scale), bold=True))
         label_text = f"{name} {label}: {fmt(value, scale)}{ci}"
         body.append(f"<desc>{escape(label_text)}</desc>")
+    if finite(minimum) is not None:
+        gx = x(float(minimum))  # type: ignore[arg-type]
+        body.append(
+            f'<line x1="{gx:.1f}" y1="{top - 4}" x2="{gx:.1f}" y2="{height - 18}" stroke="{WORSE}" '
+            f'stroke-width="1.5" stroke-dasharray="4 3"/>'
+        )
+        body.append(f"<desc>{escape(f'gate: minimum {fmt(minimum, scale)}')}</desc>")
     return _svg(width, height, f"{name}: candidate against baseline", body, metric=name)
 
 
@@ -147,7 +158,7 @@ def delta_chart(rows: list[tuple[str, float | None, float | None, float | None, 
     so BLEU (0..100) and ROUGE (0..1) sit on one axis, and labelled in their own units. Green when
     the whole interval is above zero, red when below, grey when it straddles zero.
     """
-    left, right, width, row_h, top = 130, 150, 560, 24, 8
+    left, right, width, row_h, top = 110, 190, 560, 24, 8
     plot = width - left - right
     height = top + row_h * max(len(rows), 1) + 22
     spans = [abs(finite(v) or 0.0) / (finite(s) or 1.0) for _, d, lo, hi, s in rows for v in (d, lo, hi)]
@@ -189,13 +200,15 @@ def delta_histogram(changes: list[float | None], scale: float, metric: str, bins
     for v in values:
         share = max(-1.0, min(v / scale, 1.0))
         counts[min(int((share + 1) / 2 * bins), bins - 1)] += 1
-    left, width, height, top, bottom = 40, 560, 150, 10, 24
-    plot_w, plot_h = width - left - 10, height - top - bottom
+    left, right, width, height, top, bottom = 40, 30, 900, 150, 10, 24
+    plot_w, plot_h = width - left - right, height - top - bottom
     peak = max(counts + [1])
     bar_w = plot_w / bins
     body = [
-        f'<line x1="{left}" y1="{top + plot_h}" x2="{width - 10}" y2="{top + plot_h}" stroke="{INK}"/>',
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="{INK}"/>',
+        f'<line x1="{left + plot_w / 2}" y1="{top}" x2="{left + plot_w / 2}" y2="{top + plot_h}" stroke="{GRID}"/>',
         _text(left - 6, top + 10, str(peak), anchor="end", fill=NEUTRAL),
+        _text(left + 4, top + 10, "examples", fill=NEUTRAL),
         _text(left - 6, top + plot_h, "0", anchor="end", fill=NEUTRAL),
     ]
     for i, n in enumerate(counts):

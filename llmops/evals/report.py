@@ -38,6 +38,7 @@ MD_EXAMPLES = 10  # rows per example table in report.md: a PR comment, not an ar
 HTML_EXAMPLES = 1000  # rows in the per-example table of report.html
 MD_CLIP = 80
 HTML_CLIP = 180
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _REQUIRED = ("run_id", "suite", "metrics", "gates", "examples")
 
 
@@ -191,9 +192,11 @@ def _interval(d: Any, key: str = "value") -> Interval:
 
 
 def _text(value: Any) -> str:
+    """User text to show: control characters (invalid in XML, invisible in HTML) as U+FFFD."""
     if value is None:
         return ""
-    return value if isinstance(value, str) else json.dumps(json_safe(value), ensure_ascii=False)
+    text = value if isinstance(value, str) else json.dumps(json_safe(value), ensure_ascii=False)
+    return _XML_ILLEGAL.sub("\ufffd", text)
 
 
 def _inputs_text(inputs: Any) -> str:
@@ -228,7 +231,7 @@ def _view(result: dict[str, Any], *, mode: str) -> View:
         )
     primary = metrics[0].name if metrics else None
     examples = [_example(e, base is not None, primary) for e in result["examples"] if isinstance(e, dict)]
-    examples.sort(key=lambda e: (e.change is None, e.change if e.change is not None else 0.0, e.id))
+    examples.sort(key=lambda e: (e.change is None, e.change if e.change is not None else 0.0, _natural(e.id)))
     view = View(mode, result, metrics, gates, examples, [], primary, base)
     view.flips = _flips(view) if base else []
     return view
@@ -286,8 +289,13 @@ def _flips(view: View) -> list[Flip]:
             now, was, _ = e.scores.get(name, (None, None, None))
             if now is not None and was is not None and (was >= t) != (now >= t):
                 flips.append(Flip(e.id, name, was, now, t, regressed=now < t))
-    flips.sort(key=lambda f: (not f.regressed, f.metric, f.id))
+    flips.sort(key=lambda f: (not f.regressed, f.metric, _natural(f.id)))
     return flips
+
+
+def _natural(text: str) -> list[Any]:
+    """Sort key that puts ex-2 before ex-10."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", text)]
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any], deltas: dict[str, Any] | None) -> tuple[dict, dict]:
@@ -328,7 +336,6 @@ def _dumps(obj: Any) -> str:
 
 # ---------------------------------------------------------------- Markdown
 
-_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 _MENTION = re.compile(r"(?<!\w)@(?=\w)")
 _ENTITY = re.compile(r"&(?=#?\w+;)")  # only what would read as an entity
@@ -341,7 +348,7 @@ def md_cell(value: Any, limit: int = MD_CLIP) -> str:
     >>> md_cell("a|b <script> @team\\n*x* qa@3 <= &amp;")
     'a\\\\|b &lt;script> @\\u200bteam \\\\*x\\\\* qa@3 <= &amp;amp;'
     """
-    text = " ".join(_XML_ILLEGAL.sub("\ufffd", _text(value)).split())
+    text = " ".join(_text(value).split())
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     text = _MD_SPECIAL.sub(r"\\\1", text)
@@ -498,11 +505,6 @@ def _left_out(n: int) -> list[str]:
 
 # ---------------------------------------------------------------- JUnit XML
 
-def _xml(value: Any) -> str:
-    """Text XML 1.0 can hold: control characters and lone surrogates become U+FFFD."""
-    return _XML_ILLEGAL.sub("\ufffd", _text(value))
-
-
 def _gate_figures(view: View, g: dict[str, Any]) -> tuple[str, str]:
     """(one-line message, longer text) with the figures behind a gate's outcome."""
     m = next((m for m in view.metrics if m.name == g["metric"]), None)
@@ -528,28 +530,28 @@ def _gate_figures(view: View, g: dict[str, Any]) -> tuple[str, str]:
         )[:5]
         if worst:
             lines.append("lowest examples: " + ", ".join(f"{e.id} ({fmt(e.scores[m.name][0], s)})" for e in worst))
-    return _xml(message), _xml("\n".join(lines))
+    return _text(message), _text("\n".join(lines))
 
 
 def junit(view: View) -> str:
     """junit.xml: one <testcase> per gate (classname = suite name), a <failure> with the figures."""
     r = view.result
-    suite = _xml(r["suite"].get("name", "eval"))
+    suite = _text(r["suite"].get("name", "eval"))
     seconds = finite((r.get("counts") or {}).get("seconds")) or 0.0
     failures = len(view.failed_gates)
     attrs = {"tests": str(len(view.gates)), "failures": str(failures), "errors": "0", "time": f"{seconds:.3f}"}
     root = ET.Element("testsuites", {"name": f"llmops eval {suite}", **attrs})
-    ts = ET.SubElement(root, "testsuite", {"name": suite, "skipped": "0", "timestamp": _xml(r.get("created_at", "")), **attrs})
+    ts = ET.SubElement(root, "testsuite", {"name": suite, "skipped": "0", "timestamp": _text(r.get("created_at", "")), **attrs})
     props = ET.SubElement(ts, "properties")
     for key, value in (("run_id", r["run_id"]), *_versions(view)):
-        ET.SubElement(props, "property", {"name": _xml(key), "value": _xml(value)})
+        ET.SubElement(props, "property", {"name": _text(key), "value": _text(value)})
     for g in view.gates:
-        case = ET.SubElement(ts, "testcase", {"classname": suite, "name": _xml(g["name"]), "time": "0"})
+        case = ET.SubElement(ts, "testcase", {"classname": suite, "name": _text(g["name"]), "time": "0"})
         message, text = _gate_figures(view, g)
         if g["passed"]:
             ET.SubElement(case, "system-out").text = text
         else:
-            fail = ET.SubElement(case, "failure", {"message": message, "type": _xml(g["kind"])})
+            fail = ET.SubElement(case, "failure", {"message": message, "type": _text(g["kind"])})
             fail.text = text
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
@@ -576,8 +578,9 @@ def _env():
 
 def html(view: View) -> str:
     """report.html: one page, inline CSS and SVG, no script, no external reference."""
+    minimums = {g["metric"]: finite(g["threshold"]) for g in view.gates if g["kind"] == "min"}
     charts = {
-        m.name: metric_chart(m.name, m.scale, m.candidate, m.baseline,
+        m.name: metric_chart(m.name, m.scale, m.candidate, m.baseline, minimum=minimums.get(m.name),
                              labels=("run B", "run A") if view.mode == "compare" else ("candidate", "baseline"))
         for m in view.metrics
     }
@@ -603,6 +606,7 @@ def html(view: View) -> str:
         examples=view.examples[:HTML_EXAMPLES],
         left_out=max(0, len(view.examples) - HTML_EXAMPLES),
         versions=_versions(view),
+        corpus_json=json.dumps(json_safe(view.result.get("corpus")), indent=1, sort_keys=True, ensure_ascii=False),
         clip=HTML_CLIP,
         ci_text=_ci,
         direction=_direction,
