@@ -105,7 +105,7 @@ def test_markdown_has_the_verdict_figures_gates_flips_and_versions(reports: dict
     assert "| ✅ | rougeL >= 0.3 | rougeL | min | 0.300 | 0.450 |" in md
     assert "| ❌ | rougeL regression <= 0.01 | rougeL | max\\_regression | 0.010 | -0.050 |" in md
     # exact_match is 0/1 so it flips at 0.5: ex-0 regressed, ex-2..5 fixed; rougeL flips at its gate's 0.3
-    flips = md.split("### Examples that flipped (6)")[1]
+    flips = md.split("### Examples that flipped: 2 regressed, 4 fixed")[1]
     assert "| ex-0 | exact\\_match | 1.000 → 0.000 | 🔻 regressed (threshold 0.500) |" in flips
     assert "| ex-0 | rougeL | 0.500 → 0.200 | 🔻 regressed (threshold 0.300) |" in flips
     assert "| ex-5 | exact\\_match | 0.000 → 1.000 | 🔺 fixed (threshold 0.500) |" in flips
@@ -263,6 +263,8 @@ def test_comparison_renders_given_deltas_and_flips(tmp_path: Path) -> None:
     assert "| rougeL | 0.450 [0.400, 0.500] | 0.500 [0.400, 0.500] | -0.050 [-0.090, -0.010] | 4% |" in md
     assert "| exact\\_match | 0.833 [0.500, 1.000] | 0.833 [0.500, 1.000] | — | — |" in md
     assert "| ex-0 | exact\\_match | 1.000 → 0.000 | 🔻 regressed" in md
+    assert "| ex-0 | rougeL | 0.500 → 0.200 | 🔻 regressed (threshold 0.300) |" in md  # B's min gate
+    assert "Biggest drops in rougeL" in md  # sorted by B's first gated metric
     summary = json.loads(paths["json"].read_text("utf-8"))
     assert (summary["a"]["run_id"], summary["b"]["run_id"]) == ("01RUNA", "01RUNB")
     assert summary["changes"]["ex-0"]["rougeL"] == pytest.approx(-0.3)

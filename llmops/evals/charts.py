@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from html import escape
 
-__all__ = ["Interval", "delta_chart", "delta_histogram", "fmt", "metric_chart"]
+__all__ = ["Interval", "delta_chart", "delta_histogram", "finite", "fmt", "fmt_ci", "fmt_pct", "metric_chart"]
 
 CANDIDATE = "#2563eb"
 BASELINE = "#9ca3af"
@@ -67,6 +67,25 @@ def fmt(x: object, scale: float = 1.0, *, signed: bool = False) -> str:
     digits = 1 if scale and scale > 1 else 3
     text = f"{f:+.{digits}f}" if signed else f"{f:.{digits}f}"
     return text.lstrip("+-") if float(text) == 0 else text
+
+
+def fmt_ci(iv: Interval | None, scale: float = 1.0, *, signed: bool = False) -> str:
+    """A figure with its interval, as tables show it.
+
+    >>> fmt_ci(Interval(-0.05, -0.09, -0.01), signed=True), fmt_ci(None)
+    ('-0.050 [-0.090, -0.010]', '—')
+    """
+    if iv is None:
+        return "—"
+    text = fmt(iv.value, scale, signed=signed)
+    if iv.low is not None and iv.high is not None:
+        text += f" [{fmt(iv.low, scale, signed=signed)}, {fmt(iv.high, scale, signed=signed)}]"
+    return text
+
+
+def fmt_pct(p: float | None) -> str:
+    """A probability as a whole percentage: `fmt_pct(0.04)` is '4%'."""
+    return "—" if p is None else f"{p * 100:.0f}%"
 
 
 def _svg(width: int, height: int, label: str, body: list[str], **data: str) -> str:
@@ -192,8 +211,11 @@ def delta_chart(rows: list[tuple[str, float | None, float | None, float | None, 
     return _svg(width, height, "Change per metric, candidate minus baseline", body, chart="deltas")
 
 
-def delta_histogram(changes: list[float | None], scale: float, metric: str, bins: int = 20) -> str:
-    """How many examples got better or worse on `metric`, binned by score change (−scale..+scale)."""
+def delta_histogram(changes: list[float | None], scale: float, metric: str, bins: int = 21) -> str:
+    """How many examples got better or worse on `metric`, binned by score change (−scale..+scale).
+
+    An odd number of bins keeps "no change" in a grey bin of its own at the centre.
+    """
     scale = finite(scale) or 1.0
     values = [c for c in (finite(v) for v in changes) if c is not None]
     counts = [0] * bins
@@ -213,7 +235,7 @@ def delta_histogram(changes: list[float | None], scale: float, metric: str, bins
     ]
     for i, n in enumerate(counts):
         mid_share = (i + 0.5) / bins * 2 - 1
-        color = WORSE if mid_share < 0 else BETTER
+        color = NEUTRAL if i == bins // 2 and bins % 2 else WORSE if mid_share < 0 else BETTER
         h = plot_h * n / peak
         body.append(
             f'<rect x="{left + i * bar_w + 1:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w - 2:.1f}" '

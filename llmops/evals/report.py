@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Any
 
 from llmops.atomic import atomic_write
 from llmops.errors import SpecError
-from llmops.evals.charts import Interval, delta_chart, delta_histogram, finite, fmt, metric_chart
+from llmops.evals.charts import Interval, delta_chart, delta_histogram, finite, fmt, fmt_ci, fmt_pct, metric_chart
 from llmops.jsonable import json_safe
 
 __all__ = ["FORMAT", "render_comparison", "render_reports"]
@@ -137,7 +136,7 @@ def render_comparison(
                 f"compare two runs of the same suite on the same dataset version"
             )
     merged, extra = _merge(a, b, deltas)
-    view = _view(merged, mode="compare")
+    view = _view(merged, mode="compare", gate_order=b["gates"])  # B's gates pick the metric to sort by
     view.notes.extend(extra["notes"])
     summary = {
         "format": "llmops.eval-compare/1",
@@ -181,9 +180,7 @@ def _check(result: Any, what: str) -> dict[str, Any]:
 
 
 def _label(part: Any) -> str:
-    if isinstance(part, dict):
-        return str(part.get("ref") or part.get("name") or "?")
-    return str(part)
+    return str(part.get("ref") or part.get("name") or "?") if isinstance(part, dict) else str(part)
 
 
 def _interval(d: Any, key: str = "value") -> Interval:
@@ -207,13 +204,14 @@ def _inputs_text(inputs: Any) -> str:
     return _text(inputs)
 
 
-def _view(result: dict[str, Any], *, mode: str) -> View:
+def _view(result: dict[str, Any], *, mode: str, gate_order: list[Any] | None = None) -> View:
     base = result.get("baseline") if isinstance(result.get("baseline"), dict) else None
     base_metrics = (base or {}).get("metrics") or {}
     deltas = (base or {}).get("deltas") or {}
     gates = [_gate(g) for g in result["gates"] if isinstance(g, dict)]
     # gated metrics first, in gate order, then the rest by name: the same order however the result was stored
-    order = list(dict.fromkeys([g["metric"] for g in gates if g["metric"] in result["metrics"]]
+    rules = gates + [_gate(g) for g in gate_order or [] if isinstance(g, dict)]
+    order = list(dict.fromkeys([g["metric"] for g in rules if g["metric"] in result["metrics"]]
                                + sorted(result["metrics"], key=str)))
     metrics = []
     for name in order:
@@ -233,7 +231,7 @@ def _view(result: dict[str, Any], *, mode: str) -> View:
     examples = [_example(e, base is not None, primary) for e in result["examples"] if isinstance(e, dict)]
     examples.sort(key=lambda e: (e.change is None, e.change if e.change is not None else 0.0, _natural(e.id)))
     view = View(mode, result, metrics, gates, examples, [], primary, base)
-    view.flips = _flips(view) if base else []
+    view.flips = _flips(view, rules) if base else []
     return view
 
 
@@ -268,14 +266,14 @@ def _example(e: dict[str, Any], has_baseline: bool, primary: str | None) -> Exam
     )
 
 
-def _flips(view: View) -> list[Flip]:
+def _flips(view: View, gates: list[dict[str, Any]]) -> list[Flip]:
     """Examples that crossed a per-example threshold between baseline and candidate.
 
     The threshold of a metric is its `min` gate's; a metric scored only 0 or full marks (exact
     match) flips at half its scale. Regressions first, then fixes.
     """
     thresholds: dict[str, float] = {}
-    for g in view.gates:
+    for g in gates:
         t = finite(g["threshold"])
         if g["kind"] == "min" and t is not None:
             thresholds.setdefault(g["metric"], t)
@@ -363,19 +361,6 @@ def md_code(value: Any) -> str:
     return f"`{text}`"
 
 
-def _ci(iv: Interval | None, scale: float, *, signed: bool = False) -> str:
-    if iv is None:
-        return "—"
-    text = fmt(iv.value, scale, signed=signed)
-    if iv.low is not None and iv.high is not None:
-        text += f" [{fmt(iv.low, scale, signed=signed)}, {fmt(iv.high, scale, signed=signed)}]"
-    return text
-
-
-def _pct(p: float | None) -> str:
-    return "—" if p is None else f"{p * 100:.0f}%"
-
-
 def verdict(view: View) -> tuple[bool | None, str]:
     """(passed, one line): pass/fail with gate counts, or for a comparison how many metrics moved."""
     n = len(view.result["examples"])
@@ -455,12 +440,12 @@ def markdown(view: View) -> str:
         out += [f"| metric | candidate [{ci}] | baseline [{ci}] | Δ [{ci}] | P(better) |", "|---|---:|---:|---:|---:|"]
         for m in view.metrics:
             out.append(
-                f"| {md_cell(m.name)} | {_ci(m.candidate, m.scale)} | {_ci(m.baseline, m.scale)} "
-                f"| {_ci(m.delta, m.scale, signed=True)} | {_pct(m.p_better)} |"
+                f"| {md_cell(m.name)} | {fmt_ci(m.candidate, m.scale)} | {fmt_ci(m.baseline, m.scale)} "
+                f"| {fmt_ci(m.delta, m.scale, signed=True)} | {fmt_pct(m.p_better)} |"
             )
     else:
         out += [f"| metric | value [{ci}] |", "|---|---:|"]
-        out += [f"| {md_cell(m.name)} | {_ci(m.candidate, m.scale)} |" for m in view.metrics]
+        out += [f"| {md_cell(m.name)} | {fmt_ci(m.candidate, m.scale)} |" for m in view.metrics]
     if view.gates:
         out += ["", "### Gates", "", "| | gate | metric | rule | threshold | value | detail |", "|---|---|---|---|---:|---:|---|"]
         for g in view.gates:
@@ -472,7 +457,8 @@ def markdown(view: View) -> str:
             )
     if view.flips:
         shown = view.flips[:MD_EXAMPLES]
-        out += ["", f"### Examples that flipped ({len(view.flips)})", "",
+        down = sum(f.regressed for f in view.flips)
+        out += ["", f"### Examples that flipped: {down} regressed, {len(view.flips) - down} fixed", "",
                 "| example | metric | baseline → candidate | |", "|---|---|---:|---|"]
         for f in shown:
             s = view.scale.get(f.metric, 1.0)
@@ -519,11 +505,11 @@ def _gate_figures(view: View, g: dict[str, Any]) -> tuple[str, str]:
         message = f"{g['metric']} = {value}, {g['kind']} {threshold}"
     lines = [message] + ([g["detail"]] if g["detail"] else [])
     if m:
-        lines.append(f"candidate {m.name}: {_ci(m.candidate, s)}")
+        lines.append(f"candidate {m.name}: {fmt_ci(m.candidate, s)}")
         if m.baseline:
-            lines.append(f"baseline {m.name}: {_ci(m.baseline, s)}")
+            lines.append(f"baseline {m.name}: {fmt_ci(m.baseline, s)}")
         if m.delta:
-            lines.append(f"delta: {_ci(m.delta, s, signed=True)}, P(better) {_pct(m.p_better)}")
+            lines.append(f"delta: {fmt_ci(m.delta, s, signed=True)}, P(better) {fmt_pct(m.p_better)}")
         worst = sorted(
             (e for e in view.examples if e.scores.get(m.name, (None,))[0] is not None),
             key=lambda e: (e.scores[m.name][2] if view.baseline and e.scores[m.name][2] is not None else e.scores[m.name][0], e.id),
@@ -572,7 +558,7 @@ def _env():
         lstrip_blocks=True,
     )
     env.filters["fmt"] = fmt
-    env.filters["pct"] = _pct
+    env.filters["pct"] = fmt_pct
     return env
 
 
@@ -608,8 +594,6 @@ def html(view: View) -> str:
         versions=_versions(view),
         corpus_json=json.dumps(json_safe(view.result.get("corpus")), indent=1, sort_keys=True, ensure_ascii=False),
         clip=HTML_CLIP,
-        ci_text=_ci,
+        ci_text=fmt_ci,
         direction=_direction,
-        isfinite=lambda x: finite(x) is not None,
-        math=math,
     )
