@@ -249,6 +249,17 @@ def test_a_result_of_another_format_is_refused_and_nothing_written(tmp_path: Pat
     assert not (tmp_path / "out").exists()
 
 
+def test_a_minimal_result_renders(tmp_path: Path) -> None:
+    """Only the fields every stored result has: optional parts missing must not break a re-render."""
+    result = {"format": "llmops.eval/1", "run_id": "01MIN", "suite": {}, "metrics": {"rougeL": {"value": 0.5}},
+              "gates": [], "examples": [{"id": 1, "scores": {"rougeL": 0.5}}]}
+    paths = render_reports(result, tmp_path)
+    assert paths["md"].read_text("utf-8").startswith("## ✅ Eval `?`: PASS: no gates · 1 examples")
+    assert "| rougeL | 0.500 |" in paths["md"].read_text("utf-8")
+    assert '<tr id="ex-1"' in paths["html"].read_text("utf-8")
+    assert ET.parse(paths["junit"]).getroot().find("testsuite").get("tests") == "0"
+
+
 def test_comparison_renders_given_deltas_and_flips(tmp_path: Path) -> None:
     a = make_result(baseline=False, run_id="01RUNA")
     for ex in a["examples"]:
@@ -260,6 +271,8 @@ def test_comparison_renders_given_deltas_and_flips(tmp_path: Path) -> None:
     assert set(paths) == {"md", "json", "html"}
     md = paths["md"].read_text("utf-8")
     assert "0 metrics better, 1 worse" in md.splitlines()[0]
+    assert "`prompt/qa@3` (run `01RUNB`) against `prompt/qa@3` (run `01RUNA`)" in md
+    assert "| metric | run B [95% CI] | run A [95% CI] | Δ [95% CI] | P(better) |" in md
     assert "| rougeL | 0.450 [0.400, 0.500] | 0.500 [0.400, 0.500] | -0.050 [-0.090, -0.010] | 4% |" in md
     assert "| exact\\_match | 0.833 [0.500, 1.000] | 0.833 [0.500, 1.000] | — | — |" in md
     assert "| ex-0 | exact\\_match | 1.000 → 0.000 | 🔻 regressed" in md
@@ -324,3 +337,13 @@ def test_html_opens_in_a_headless_browser_without_console_errors(tmp_path: Path,
     bad = tmp_path / "bad.html"
     bad.write_text(reports["html"].read_text("utf-8").replace("</main>", '<img src="https://example.com/x.png"></main>'))
     assert "Content Security Policy" in _browser_console(bad)[1]
+
+
+def test_docstring_examples_hold() -> None:
+    import doctest
+
+    import llmops.evals.charts
+    import llmops.evals.report
+
+    for module in (llmops.evals.charts, llmops.evals.report):
+        assert doctest.testmod(module).failed == 0, module.__name__

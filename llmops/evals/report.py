@@ -1,8 +1,5 @@
-"""Eval reports, rendered only from a stored result dict (format `llmops.eval/1`).
-
-The runner stores the result; everything a reviewer reads is derived from it here, so
-`llmops eval report RUN_ID` re-renders the same files later and `llmops eval compare` renders two
-stored results side by side. Four outputs, one per audience:
+"""Eval reports, rendered only from a stored result dict (format `llmops.eval/1`), so `llmops eval
+report RUN_ID` re-renders them later and `llmops eval compare` renders two stored results side by side:
 
     report.md    a pull-request comment or CI step summary: verdict, metrics, gates, flips, versions
     junit.xml    one test case per gate, so CI marks a failed gate as a failed test with its figures
@@ -428,16 +425,19 @@ def markdown(view: View) -> str:
     r = view.result
     passed, line = verdict(view)
     icon = "🔍" if passed is None else "✅" if passed else "❌"
-    title = "Eval comparison" if view.mode == "compare" else "Eval"
-    out = [f"## {icon} {title} {md_code(r['suite'].get('name', '?'))}: {md_cell(line, 300)}", ""]
-    target = (r.get("target") or {}).get("ref", "?")
-    against = f" against {md_code((view.baseline.get('target') or {}).get('ref', '?'))}" if view.baseline else ""
-    out += [f"{md_code(target)}{against} · run {md_code(r['run_id'])}", ""]
+    compare = view.mode == "compare"
+    new, old, page = ("run B", "run A", "compare.html") if compare else ("candidate", "baseline", "report.html")
+    out = [f"## {icon} Eval{' comparison' if compare else ''} {md_code(r['suite'].get('name', '?'))}: "
+           f"{md_cell(line, 300)}", "", f"{md_code((r.get('target') or {}).get('ref', '?'))} (run {md_code(r['run_id'])})"]
+    if view.baseline:
+        bref = (view.baseline.get("target") or {}).get("ref", "?")
+        out[-1] += f" against {md_code(bref)} (run {md_code(view.baseline.get('run_id', '?'))})"
+    out.append("")
     out += [f"> {md_cell(n, 300)}" for n in view.notes] + ([""] if view.notes else [])
     conf = finite((r.get("bootstrap") or {}).get("confidence"))
     ci = f"{conf * 100:g}% CI" if conf else "CI"
     if view.baseline:
-        out += [f"| metric | candidate [{ci}] | baseline [{ci}] | Δ [{ci}] | P(better) |", "|---|---:|---:|---:|---:|"]
+        out += [f"| metric | {new} [{ci}] | {old} [{ci}] | Δ [{ci}] | P(better) |", "|---|---:|---:|---:|---:|"]
         for m in view.metrics:
             out.append(
                 f"| {md_cell(m.name)} | {fmt_ci(m.candidate, m.scale)} | {fmt_ci(m.baseline, m.scale)} "
@@ -459,7 +459,7 @@ def markdown(view: View) -> str:
         shown = view.flips[:MD_EXAMPLES]
         down = sum(f.regressed for f in view.flips)
         out += ["", f"### Examples that flipped: {down} regressed, {len(view.flips) - down} fixed", "",
-                "| example | metric | baseline → candidate | |", "|---|---|---:|---|"]
+                f"| example | metric | {old} → {new} | |", "|---|---|---:|---|"]
         for f in shown:
             s = view.scale.get(f.metric, 1.0)
             what = "regressed" if f.regressed else "fixed"
@@ -467,26 +467,26 @@ def markdown(view: View) -> str:
                 f"| {md_cell(f.id, 40)} | {md_cell(f.metric)} | {fmt(f.before, s)} → {fmt(f.after, s)} "
                 f"| {'🔻' if f.regressed else '🔺'} {what} (threshold {fmt(f.threshold, s)}) |"
             )
-        out += _left_out(len(view.flips) - len(shown))
+        out += _left_out(len(view.flips) - len(shown), page)
     drops = view.drops
     if drops and view.primary:
         s = view.scale.get(view.primary, 1.0)
         out += ["", f"### Biggest drops in {md_cell(view.primary)}", "",
-                "| example | Δ | prediction | baseline prediction | reference |", "|---|---:|---|---|---|"]
+                f"| example | Δ | prediction | {old} prediction | reference |", "|---|---:|---|---|---|"]
         for e in drops[:MD_EXAMPLES]:
             out.append(
                 f"| {md_cell(e.id, 40)} | {fmt(e.change, s, signed=True)} | {md_cell(e.prediction)} "
                 f"| {md_cell(e.baseline_prediction)} | {md_cell(e.reference)} |"
             )
-        out += _left_out(len(drops) - MD_EXAMPLES)
+        out += _left_out(len(drops) - MD_EXAMPLES, page)
     out += ["", "<details><summary>Versions measured</summary>", ""]
     out += [f"- **{k}**: {md_cell(v, 600)}" for k, v in _versions(view)]
     out += ["", "</details>", ""]
     return "\n".join(out)
 
 
-def _left_out(n: int) -> list[str]:
-    return ["", f"_…and {n} more, left out here: see report.html_"] if n > 0 else []
+def _left_out(n: int, page: str) -> list[str]:
+    return ["", f"_…and {n} more, left out here: see {page}_"] if n > 0 else []
 
 
 # ---------------------------------------------------------------- JUnit XML
