@@ -177,7 +177,7 @@ def load_suite(path: str | Path) -> Suite:
 
     for i, metric in enumerate(spec.metrics):
         try:
-            scoring.check_metric(metric.name)
+            scoring.check_metric(metric.name, metric.options)
         except SpecError as exc:
             raise SpecError(str(exc), file=str(path), field=f"metrics[{i}]", line=where.line(("metrics", i))) from None
     return Suite(spec, path, sha256_json(spec.model_dump(mode="json")), where)
