@@ -116,6 +116,14 @@ def test_markdown_has_the_verdict_figures_gates_flips_and_versions(reports: dict
     assert "prompt/qa@3 — prompt/qa@3, model/smollm2-135m@1" in md
     assert "prompt/qa@2 — prompt/qa@2, model/smollm2-135m@1 (run 01RUNBASELINE)" in md
     assert "dataset/qa-test@2 (6 rows)" in md and "01RUNCANDIDATE" in md
+    assert "qa-heldout (evals/qa.yaml, sha256 abababababab)" in md
+
+
+def test_a_binary_metric_flips_at_half_its_scale_even_with_a_zero_minimum(tmp_path: Path) -> None:
+    result = make_result()
+    result["gates"][0] |= {"name": "exact_match >= 0", "metric": "exact_match", "threshold": 0.0}
+    md = render_reports(result, tmp_path)["md"].read_text("utf-8")
+    assert "| ex-0 | exact\\_match | 1.000 → 0.000 | 🔻 regressed (threshold 0.500) |" in md
 
 
 def test_markdown_makes_hostile_text_inert(reports: dict[str, Path]) -> None:

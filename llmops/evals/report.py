@@ -266,18 +266,18 @@ def _example(e: dict[str, Any], has_baseline: bool, primary: str | None) -> Exam
 def _flips(view: View, gates: list[dict[str, Any]]) -> list[Flip]:
     """Examples that crossed a per-example threshold between baseline and candidate.
 
-    The threshold of a metric is its `min` gate's; a metric scored only 0 or full marks (exact
-    match) flips at half its scale. Regressions first, then fixes.
+    A metric scored only 0 or full marks (exact match) flips at half its scale; another metric at
+    its `min` gate's threshold, when that is above 0. Regressions first, then fixes.
     """
     thresholds: dict[str, float] = {}
-    for g in gates:
-        t = finite(g["threshold"])
-        if g["kind"] == "min" and t is not None:
-            thresholds.setdefault(g["metric"], t)
     for m in view.metrics:
         seen = {v for e in view.examples for v in e.scores.get(m.name, (None, None))[:2] if v is not None}
-        if m.name not in thresholds and seen and seen <= {0.0, m.scale}:
+        if seen and seen <= {0.0, m.scale}:
             thresholds[m.name] = m.scale / 2
+    for g in gates:
+        t = finite(g["threshold"])
+        if g["kind"] == "min" and t is not None and t > 0:
+            thresholds.setdefault(g["metric"], t)
     flips = []
     for e in view.examples:
         for name, t in thresholds.items():
@@ -401,7 +401,8 @@ def _versions(view: View) -> list[tuple[str, str]]:
         )
     ds, suite, boot = r.get("dataset") or {}, r.get("suite") or {}, r.get("bootstrap") or {}
     rows.append(("dataset", f"{ds.get('ref', '?')} ({ds.get('rows', '?')} rows)"))
-    rows.append(("suite", f"{suite.get('name', '?')} ({suite.get('path', '?')}, {str(suite.get('digest', ''))[:19]})"))
+    digest = str(suite.get("digest", "")).removeprefix("sha256:")[:12]
+    rows.append(("suite", f"{suite.get('name', '?')} ({suite.get('path', '?')}, sha256 {digest})"))
     if boot:
         conf = finite(boot.get("confidence"))
         rows.append((
