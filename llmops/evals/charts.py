@@ -230,7 +230,6 @@ def delta_histogram(changes: list[float | None], scale: float, metric: str, bins
         f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="{INK}"/>',
         f'<line x1="{left + plot_w / 2}" y1="{top}" x2="{left + plot_w / 2}" y2="{top + plot_h}" stroke="{GRID}"/>',
         _text(left - 6, top + 10, str(peak), anchor="end", fill=NEUTRAL),
-        _text(left + 4, top + 10, "examples", fill=NEUTRAL),
         _text(left - 6, top + plot_h, "0", anchor="end", fill=NEUTRAL),
     ]
     for i, n in enumerate(counts):
