@@ -183,10 +183,7 @@ def test_hostile_values_for_every_parameter(words, env, capsys):
                 assert_user_error(code, err, argv)
 
 
-# The faults of issue 8, each with what the error line must name; the owner of a fix still to come is in its reason.
-def _xfail(owner: str, why: str):
-    return pytest.mark.xfail(strict=True, reason=f"{owner}: {why}")
-
+# The faults of issue 8, each with what the error line must name.
 
 CASES = [  # (arguments after `-w WS`, what the error line must contain)
     (["assets", "show", "prompt/qa@²"], "qa@²"),
@@ -217,9 +214,7 @@ CASES = [  # (arguments after `-w WS`, what the error line must contain)
     (["chains", "invoke", "qa@1", "--input", "noequals"], "noequals"),
     (["rag", "ingest", "{missing}"], "nothing.yaml"),
     (["rag", "ingest", "{dir}"], "adir"),
-    pytest.param(["rag", "ingest", "{bad_spec}"], "b.pdf",  # a multi-line message, printed on one line
-                 marks=_xfail("C (llmops/rag/progress.py)", "the progress display leaves its last frame on a "
-                              "stderr that is not a terminal, above the error line")),
+    (["rag", "ingest", "{bad_spec}"], "b.pdf"),  # a multi-line message, printed on one line
     (["rag", "query", "kb", "alpha", "-k", "0"], "k must"),
     (["rag", "query", "kb", "alpha", "-k", HUGE], HUGE),
     (["rag", "tune", "kb", "-k", "0"], "k must"),

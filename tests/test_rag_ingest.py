@@ -205,11 +205,18 @@ def _records(ws, ref):
     return [json.loads(line) for line in ws.registry.read_file(av, "chunks.jsonl").decode().splitlines()]
 
 
-def test_progress_bars_go_to_stderr(ws, kb, capsys):
+def test_progress_bars_go_to_a_terminal_stderr_and_stay_off_logs(ws, kb, capsys, monkeypatch):
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich treats stderr as a terminal
     ws.rag.ingest(kb, progress=True)
     err = capsys.readouterr().err
     for stage in ("files", "chunks", "embedding batches", "publish"):
         assert stage in err
+    monkeypatch.delenv("FORCE_COLOR")
+    monkeypatch.setenv("TTY_COMPATIBLE", "0")
+    (kb.parent / "docs" / "extra.md").write_text("# Extra\n\nOne more page about tuning.\n")
+    events = []
+    ws.rag.ingest(kb, progress=True, on_progress=lambda *e: events.append(e))
+    assert capsys.readouterr().err == "" and events  # callbacks still fire; no bar frames in a log
 
 
 def test_unchanged_reingest_loads_no_model_and_imports_nothing_heavy(ws, kb):

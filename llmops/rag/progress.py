@@ -11,7 +11,11 @@ ProgressFn = Callable[[str, int, int], None]
 
 
 class Progress:
-    """Feeds `on_progress` and, with `show`, a bar per stage on stderr (plain output off a terminal)."""
+    """Feeds `on_progress` and, with `show`, a bar per stage on stderr.
+
+    Off a terminal (CI logs, pipes) no bars are drawn: rich would print the last frame of every bar,
+    which ends up above an error line and in logs as noise. The result line says what was done.
+    """
 
     def __init__(self, show: bool, callback: ProgressFn | None):
         self.show, self.callback = show, callback
@@ -24,8 +28,14 @@ class Progress:
                 from rich.console import Console
                 from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bars, TextColumn, TimeElapsedColumn
 
+                console = Console(stderr=True)
+                if not console.is_terminal:
+                    self.show = False
+                    if self.callback is not None:
+                        self.callback(stage, done, total)
+                    return
                 self._bars = Bars(TextColumn("{task.description:>17}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), console=Console(stderr=True))
+                                  TimeElapsedColumn(), console=console)
                 self._bars.start()
             if stage not in self._tasks:
                 self._tasks[stage] = self._bars.add_task(stage, total=total or None)
