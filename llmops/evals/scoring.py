@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 from llmops.errors import SpecError
 
-__all__ = ["METRICS", "SCALE", "OPTIONS", "check_metric", "corpus", "load_module", "module_path", "score"]
+__all__ = ["METRICS", "OPTIONS", "SCALE", "check_metric", "corpus", "load_module", "module_path", "score"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ _CORPUS_ONLY = {"bleu": ("smooth",), "sacrebleu": ("use_effective_order",)}
 _MEAN_OF_SCORES = {"rouge1", "rouge2", "rougeL", "rougeLsum", "exact_match", "semantic_similarity"}
 
 _lock = threading.Lock()
+_compute_lock = threading.Lock()  # an evaluate module instance keeps its inputs between add_batch and compute
 _modules: dict[str, Any] = {}
 _recent: OrderedDict[tuple, list[float]] = OrderedDict()
 _RECENT = 4
@@ -84,21 +85,20 @@ _RECENT = 4
 def check_metric(name: str, options: dict[str, Any] | None = None) -> str:
     """`name` if it is a known metric and `options` are all its options, else a SpecError saying what is."""
     if name not in _TABLE:
-        from llmops.specfile import suggest
-
-        close = suggest(name, METRICS)
-        hint = f"did you mean {close!r}? " if close else ""
-        raise SpecError(f"unknown metric {name!r}: {hint}known metrics: {', '.join(METRICS)}")
+        raise SpecError(f"unknown metric {name!r}: {_did_you_mean(name, METRICS)}known metrics: {', '.join(METRICS)}")
     allowed = OPTIONS[name] + _CORPUS_ONLY.get(name, ())
     for key in options or {}:
         if key not in allowed:
-            from llmops.specfile import suggest
-
-            close = suggest(key, allowed)
-            hint = f"did you mean {close!r}? " if close else ""
-            known = ", ".join(allowed) if allowed else "none"
-            raise SpecError(f"metric {name!r} has no option {key!r}: {hint}its options: {known}")
+            raise SpecError(f"metric {name!r} has no option {key!r}: {_did_you_mean(key, allowed)}"
+                            f"its options: {', '.join(allowed) if allowed else 'none'}")
     return name
+
+
+def _did_you_mean(word: str, options: Sequence[str]) -> str:
+    from llmops.specfile import suggest
+
+    close = suggest(word, options)
+    return f"did you mean {close!r}? " if close else ""
 
 
 def module_path(name: str) -> Path:
@@ -116,6 +116,7 @@ def load_module(name: str):
             os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
             import evaluate
 
+            log.debug("loading the metric module %s", module_path(name))
             _modules[module] = evaluate.load(str(module_path(name)), keep_in_memory=True)
         return _modules[module]
 
@@ -188,7 +189,8 @@ def _key(name: str, predictions: list, references: list, options: dict) -> tuple
 def _compute(name: str, predictions: list, references: list, kwargs: dict) -> dict[str, Any]:
     module = load_module(name)
     try:
-        return module.compute(predictions=predictions, references=references, **kwargs)
+        with _compute_lock:
+            return module.compute(predictions=predictions, references=references, **kwargs)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, SpecError):
             raise
