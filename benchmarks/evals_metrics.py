@@ -4,7 +4,7 @@
 
 Each row times the reference library called directly and the same figures through llmops, both
 through `llmops.evals.scoring` (what the eval runner calls) and through `evaluate.load(path).compute`,
-in the same process, interleaved, best of `--rounds` in CPU seconds of this process (the machines we
+in the same process, interleaved in a rotating order, best of `--rounds` in CPU seconds of this process (the machines we
 measure on are shared, and wall time there moves by tens of percent between runs); the ratio is llmops / direct (goal: <= 1.2) and
 `equal` says whether the values are the same (per example, and the aggregate). The pairs are seeded
 random sentences from a word list: edits of the reference (overlap), unrelated sentences, identical
@@ -14,6 +14,7 @@ ones and a few empty strings.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import random
@@ -61,15 +62,18 @@ def cpu_name() -> str:
 
 
 def best_of(rounds: int, jobs: dict, before=None) -> tuple[dict[str, float], dict]:
-    """Run each job once per round, interleaved; the best time of each and its last result."""
+    """Run each job once per round, in a rotated order, after a full garbage collection; the best time
+    of each and its last result."""
     times = {k: float("inf") for k in jobs}
     results = {}
-    for _ in range(rounds):
-        for name, fn in jobs.items():
+    names = list(jobs)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
             if before:
                 before()
+            gc.collect()
             t0 = time.process_time()
-            results[name] = fn()
+            results[name] = jobs[name]()
             times[name] = min(times[name], time.process_time() - t0)
     return times, results
 

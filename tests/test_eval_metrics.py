@@ -231,6 +231,16 @@ def test_bleu_equals_the_nmt_algorithm(pairs, max_order, smooth):
                                     smooth=smooth) == expected
 
 
+def test_bleu_takes_a_tokenizer_like_evaluates_bleu(pairs):
+    preds, refs = pairs
+    split = str.split
+    expected = nmt_bleu([[split(r)] for r in refs], [split(p) for p in preds])
+    assert scoring.corpus("bleu", preds, refs, tokenizer=split) == expected
+    assert scoring.corpus("bleu", preds, refs, tokenizer=split) != scoring.corpus("bleu", preds, refs)
+    assert scoring.score("bleu", preds, refs, tokenizer=split) == pytest.approx(
+        [sacrebleu.sentence_bleu(p, [r], tokenize="none").score / 100 for p, r in zip(preds, refs)], rel=1e-12)
+
+
 def test_bleu_equals_sacrebleu_unsmoothed_for_one_reference(pairs):
     """With one reference per example, the nmt formula and sacrebleu agree when sacrebleu does not smooth
     (13a tokens, case kept): the shortest and the closest reference length are then the same."""

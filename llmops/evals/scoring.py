@@ -60,7 +60,7 @@ SCALE: dict[str, float] = {name: 100.0 if name in ("sacrebleu", "chrf") else 1.0
 
 #: The keyword options each metric takes (its module's `_compute` keywords, less the fixed ones).
 OPTIONS: dict[str, tuple[str, ...]] = {
-    "bleu": ("max_order",),
+    "bleu": ("max_order", "tokenizer"),
     "sacrebleu": ("force", "lowercase", "smooth_method", "smooth_value", "tokenize"),
     "chrf": ("beta", "char_order", "eps_smoothing", "lowercase", "whitespace", "word_order"),
     "rouge1": ("tokenizer", "use_stemmer"),

@@ -28,6 +28,7 @@ _KWARGS = """
 Args:
     predictions: list of strings, one per example.
     references: list of strings, or list of lists of strings (several references per example).
+    tokenizer: a callable text -> list of tokens (default: sacrebleu's 13a, as evaluate's bleu).
     max_order: highest n-gram order (default 4).
     smooth: add-one smoothing of every order's precision (default False).
     use_aggregator: False gives {"bleu": [sentence BLEU of each example, 0..1]} instead of corpus BLEU.
@@ -94,14 +95,24 @@ class Bleu(evaluate.Metric):
             reference_urls=["https://github.com/tensorflow/nmt/blob/master/nmt/scripts/bleu.py"],
         )
 
-    def _compute(self, predictions, references, max_order=4, smooth=False, use_aggregator=True):
+    def _compute(self, predictions, references, tokenizer=None, max_order=4, smooth=False, use_aggregator=True):
         references = [[r] if isinstance(r, str) else list(r) for r in references]
         if not use_aggregator:
-            scorer = sacrebleu.BLEU(tokenize="13a", effective_order=True, max_ngram_order=max_order)
+            if tokenizer is None:
+                scorer = sacrebleu.BLEU(tokenize="13a", effective_order=True, max_ngram_order=max_order)
+            else:  # sacrebleu scores the caller's tokens joined by spaces
+                scorer = sacrebleu.BLEU(tokenize="none", effective_order=True, max_ngram_order=max_order)
+                predictions = [" ".join(tokenizer(p)) for p in predictions]
+                references = [[" ".join(tokenizer(r)) for r in rs] for rs in references]
             return {"bleu": [scorer.sentence_score(p, refs).score / 100.0 for p, refs in zip(predictions, references)]}
-        tokenize = Tokenizer13a()
-        refs = [[tokenize(r).split() for r in rs] for rs in references]
-        preds = [tokenize(p).split() for p in predictions]
+        if tokenizer is None:
+            thirteen_a = Tokenizer13a()
+
+            def tokenizer(text):
+                return thirteen_a(text).split()
+
+        refs = [[tokenizer(r) for r in rs] for rs in references]
+        preds = [tokenizer(p) for p in predictions]
         bleu, precisions, bp, ratio, translation_length, reference_length = compute_bleu(
             refs, preds, max_order=max_order, smooth=smooth)
         return {"bleu": bleu, "precisions": precisions, "brevity_penalty": bp, "length_ratio": ratio,
