@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from llmops.errors import InvalidAlias, InvalidRef
 
-__all__ = ["MAX_VERSION", "Ref", "check_alias", "check_kind", "check_name", "is_ref", "parse_ref", "parse_version"]
+__all__ = ["MAX_VERSION", "Ref", "check_alias", "check_kind", "check_name", "parse_ref", "parse_version"]
 
 MAX_VERSION = 2**31 - 1
 KIND_RULE = "a lowercase letter, then lowercase letters, digits, '_' or '-' (at most 64)"
@@ -141,11 +141,3 @@ def parse_ref(text: object, *, default_kind: str | None = None, kinds: tuple[str
                 raise InvalidRef(f"{_clip(text)}: {exc}") from None
     return Ref(kind, name, selector or None)
 
-
-def is_ref(text: str) -> bool:
-    """Whether `text` reads as a full `kind/name@selector` ref (lineage nodes are refs or run ids)."""
-    try:
-        r = parse_ref(text)
-    except InvalidRef:
-        return False
-    return r.selector is not None
