@@ -1,6 +1,6 @@
 """BLEU as `evaluate`'s `bleu` computes it (the TensorFlow NMT corpus algorithm), loadable offline by path.
 
-Same keys and values as `evaluate.load("bleu")`: bleu, precisions, brevity_penalty, length_ratio,
+Same keys and values as evaluate's hub `bleu` module: bleu, precisions, brevity_penalty, length_ratio,
 translation_length, reference_length, on the 0..1 scale, with sacrebleu's 13a tokenizer. Unlike
 sacrebleu it takes the *shortest* reference's length (not the closest) and its `smooth` adds one to
 every order's matches and totals (Lin and Och 2004). For one reference per example and smooth=False
@@ -15,8 +15,8 @@ raising ZeroDivisionError as evaluate's module does.
 import collections
 import math
 
-import datasets
 import evaluate
+from llmops.evals.features import text_pairs
 import sacrebleu
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
@@ -86,12 +86,7 @@ class Bleu(evaluate.Metric):
             description=__doc__,
             citation=_CITATION,
             inputs_description=_KWARGS,
-            features=[
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Sequence(datasets.Value("string"))}),
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Value("string")}),
-            ],
+            features=text_pairs(),
             reference_urls=["https://github.com/tensorflow/nmt/blob/master/nmt/scripts/bleu.py"],
         )
 

@@ -6,8 +6,8 @@ each example's sentence chrF (`sacrebleu.sentence_chrf` semantics) as {"score": 
 are one string per example, or a list per example (the same number for every example).
 """
 
-import datasets
 import evaluate
+from llmops.evals.features import text_pairs
 import sacrebleu
 
 _CITATION = """\
@@ -33,12 +33,7 @@ class Chrf(evaluate.Metric):
             description=__doc__,
             citation=_CITATION,
             inputs_description=_KWARGS,
-            features=[
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Sequence(datasets.Value("string"))}),
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Value("string")}),
-            ],
+            features=text_pairs(),
             reference_urls=["https://github.com/mjpost/sacreBLEU#chrf--chrf"],
         )
 

@@ -9,8 +9,8 @@ order: each of `regexes_to_ignore` removed (re.sub), then `ignore_case`, `ignore
 import re
 import string
 
-import datasets
 import evaluate
+from llmops.evals.features import text_pairs
 
 _KWARGS = """
 Args:
@@ -50,12 +50,7 @@ class ExactMatch(evaluate.Metric):
             description=__doc__,
             citation="",
             inputs_description=_KWARGS,
-            features=[
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Sequence(datasets.Value("string"))}),
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Value("string")}),
-            ],
+            features=text_pairs(),
             reference_urls=["https://huggingface.co/spaces/evaluate-metric/exact_match"],
         )
 

@@ -1,7 +1,7 @@
 """ROUGE (Lin 2004) as an `evaluate` module, loadable offline by path: Google's `rouge_score` does the work.
 
 Keys rouge1, rouge2, rougeL, rougeLsum (the F-measure; rougeLsum splits summaries on newlines).
-Unlike `evaluate.load("rouge")`, the aggregate is the plain mean of the per-example F-measures, so it
+Unlike evaluate's hub `rouge` module, the aggregate is the plain mean of the per-example F-measures, so it
 is deterministic (evaluate's is the middle of a random bootstrap and moves between runs);
 `use_aggregator=False` gives the per-example lists. Several references per example score the best one
 (`score_multi`).
@@ -16,8 +16,8 @@ Tokenizers (`tokenizer=`):
 - any object with a `tokenize(text) -> list[str]` method, or a callable text -> list[str].
 """
 
-import datasets
 import evaluate
+from llmops.evals.features import text_pairs
 import regex
 from rouge_score import rouge_scorer
 
@@ -101,12 +101,7 @@ class Rouge(evaluate.Metric):
             description=__doc__,
             citation=_CITATION,
             inputs_description=_KWARGS,
-            features=[
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Sequence(datasets.Value("string"))}),
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Value("string")}),
-            ],
+            features=text_pairs(),
             reference_urls=["https://github.com/google-research/google-research/tree/master/rouge"],
         )
 

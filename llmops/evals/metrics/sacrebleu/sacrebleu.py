@@ -7,8 +7,8 @@ effective order on) as {"score": [...]}. References are one string per example, 
 strings per example (the same number for every example, as sacrebleu requires).
 """
 
-import datasets
 import evaluate
+from llmops.evals.features import text_pairs
 import sacrebleu
 
 _CITATION = """\
@@ -46,12 +46,7 @@ class Sacrebleu(evaluate.Metric):
             description=__doc__,
             citation=_CITATION,
             inputs_description=_KWARGS,
-            features=[
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Sequence(datasets.Value("string"))}),
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Value("string")}),
-            ],
+            features=text_pairs(),
             reference_urls=["https://github.com/mjpost/sacreBLEU"],
         )
 

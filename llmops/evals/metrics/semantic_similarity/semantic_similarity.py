@@ -10,8 +10,8 @@ product, clipped to [-1, 1]. Several references per example score the closest on
 Returns {"scores": [cosine per example], "mean": their mean}.
 """
 
-import datasets
 import evaluate
+from llmops.evals.features import text_pairs
 from llmops.rag.embedder import load_embedder
 
 _KWARGS = """
@@ -45,12 +45,7 @@ class SemanticSimilarity(evaluate.Metric):
             description=__doc__,
             citation="",
             inputs_description=_KWARGS,
-            features=[
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Sequence(datasets.Value("string"))}),
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Value("string")}),
-            ],
+            features=text_pairs(),
             reference_urls=["https://www.sbert.net/docs/sentence_transformer/usage/semantic_textual_similarity.html"],
         )
 
