@@ -35,18 +35,17 @@ ROWS = {split: _load(split) for split in SPLITS}
 ALL = ROWS["train"] + ROWS["test"]
 
 
-def _corpus_text(name: str) -> str:
-    path = CORPUS / name
-    if path.suffix == ".html":
-        from llmops.rag.loaders import load_file
-        from llmops.rag.spec import SourceSpec
+@functools.cache
+def _builder():
+    """evals/data/build_handbook_qa.py, loaded by path (the workspace's evals/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("build_handbook_qa", DATA / "build_handbook_qa.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
 
-        (doc,) = load_file(path, SourceSpec(glob=name))
-        return doc.text
-    return path.read_text(encoding="utf-8")
 
-
-TEXTS = {name: _corpus_text(name) for name in sorted({row["source"] for row in ALL})}
+TEXTS = {name: _builder().corpus_text(name) for name in sorted({row["source"] for row in ALL})}
 
 
 def _headings(name: str) -> list[tuple[int, str]]:
@@ -136,16 +135,6 @@ def test_answers_are_short_and_questions_are_questions_not_copies():
         assert row["question"].endswith(("?", ".")), row["id"]  # a question, or "Give an example of ..."
         assert row["question"].rstrip("?") not in row["passage"], row["id"]
         assert row["answer"] != row["passage"], row["id"]
-
-
-@functools.cache
-def _builder():
-    """evals/data/build_handbook_qa.py, loaded by path (the workspace's evals/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("build_handbook_qa", DATA / "build_handbook_qa.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_files_are_what_the_build_script_makes_from_the_source():
