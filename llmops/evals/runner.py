@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from llmops.errors import AliasNotFound, LLMOpsError, NotFound, RunNotFound, SpecError
+from llmops.evals.report import FORMAT
 from llmops.evals.suite import Suite, load_rows, load_suite
 
-__all__ = ["FORMAT", "evaluate", "load_result", "promote", "write_reports"]
+__all__ = ["evaluate", "load_result", "promote", "write_reports"]
 
 log = logging.getLogger(__name__)
-FORMAT = "llmops.eval/1"
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 _UNSET: Any = object()
 
@@ -336,15 +336,11 @@ def load_result(ws: Any, run_id: str) -> dict:
 
 
 def write_reports(result: dict, out_dir: str | Path) -> dict[str, Path]:
-    """The reports of `llmops.evals.report` (result.json alone until that module exists)."""
-    from llmops.atomic import atomic_write
+    """report.md, junit.xml, report.json and report.html of a result (see `llmops.evals.report`)."""
+    from llmops.evals.report import render_reports
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        from llmops.evals.report import render_reports
-    except ImportError:
-        return {"json": atomic_write(out / "result.json", _dump(result))}
     return render_reports(result, out)
 
 
