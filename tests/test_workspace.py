@@ -44,7 +44,7 @@ def test_old_store_is_upgraded_on_open_and_keeps_its_rows(tmp_path, store_url):
             {"d": "a" * 64})
     engine.dispose()
     ws = llmops.Workspace(tmp_path / "w", store_url=store_url)
-    assert migrate.current_revision(ws.engine) == migrate.head_revision() == "0003"
+    assert migrate.current_revision(ws.engine) == migrate.head_revision() == "0004"
     cols = [c["name"] for c in inspect(ws.engine).get_columns("asset_versions")]
     assert cols == ["id", "kind", "name", "version", "digest", "spec", "files", "message", "parent", "created_at",
                     "created_by", "run_id", "meta", "same_as"]

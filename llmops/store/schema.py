@@ -149,3 +149,28 @@ EdgeRow = _Rows(Table(
     _req("created_at", Float),
     UniqueConstraint("src", "relation", "dst", name="uq_edge"),
 ))
+
+# Serving (migration 0004). Feedback on a served answer, stored against the request's run.
+FeedbackRow = _Rows(Table(
+    "feedback", metadata,
+    _req("id", Integer, primary_key=True, autoincrement=True),
+    _req("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), index=True),
+    _req("score", Float),
+    _opt("comment", Text),
+    _opt("correction", Text),
+    _req("created_at", Float),
+    _req("user", String(255)),
+))
+
+# API keys of `llmops serve`: only the sha256 of a secret is kept; `prefix` shows which key it is.
+# `scopes` is a JSON list of fnmatch patterns over model and chain names (`["*"]`: everything).
+ApiKeyRow = _Rows(Table(
+    "api_keys", metadata,
+    _req("id", Integer, primary_key=True, autoincrement=True),
+    _req("name", String(255), unique=True),
+    _req("hash", String(64)),
+    _req("prefix", String(32), index=True),
+    _req("scopes", Text),
+    _req("created_at", Float),
+    _opt("revoked_at", Float),
+))
