@@ -52,6 +52,12 @@ class Run:
     def __repr__(self) -> str:
         return f"<Run {self.id} {self.kind}:{self.name}>"
 
+    def _restore(self, params: dict[str, str], steps: dict[str, int]) -> None:
+        """Continue a stored run (Workspace.resume_run): its params and the last step of each metric."""
+        with self._lock:
+            self._params.update(params)
+            self._steps.update(steps)
+
     # logging -------------------------------------------------------------------
     def log_param(self, key: str, value) -> None:
         self.log_params({key: value})

@@ -21,7 +21,7 @@ from typing import Iterator
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from llmops.artifacts import ArtifactStore
-from llmops.errors import ConfigError
+from llmops.errors import ConfigError, InvalidValue
 from llmops.run import Run
 from llmops.store import lineage as lineage_store
 from llmops.store import migrate
@@ -127,11 +127,37 @@ class Workspace:
                          user=who(), now=time.time())
         if tags:
             run.set_tags(tags)
+        with self._tracked(run):
+            yield run
+
+    @contextmanager
+    def resume_run(self, run_id: str, *, drop_metrics_after: int | None = None) -> Iterator[Run]:
+        """Reopen a killed, failed or lost run under the same id, as `start_run` opens a new one.
+
+        Its status is `running` again and owned by this process; params keep their stored values
+        (write-once still holds), and metrics logged without `step` continue after each key's last
+        stored step. `drop_metrics_after=S` first deletes the points with a step above S, e.g. what an
+        interrupted job logged after its last checkpoint, so that no step is stored twice.
+        Refuses (LLMOpsError) a finished run and one another live process still holds.
+        """
+        if not isinstance(run_id, str):
+            raise InvalidValue(f"run id must be text, got {type(run_id).__name__}")
+        run_id = self.get_run(run_id).id  # a unique prefix is fine, as everywhere else
+        got = run_store.reopen(self.engine, run_id, drop_metrics_after=drop_metrics_after,
+                               lost_after=self.lost_after, now=time.time())
+        run = Run(self, run_id, got.name, got.kind, got.parent_id)
+        run._restore(got.params, got.steps)
+        with self._tracked(run):
+            yield run
+
+    @contextmanager
+    def _tracked(self, run: Run) -> Iterator[None]:
+        """Make `run` the active one while the block runs, then end it: finished, failed or killed."""
         token = self._active.set(run)
         self._live[run.id] = run
         self._ensure_heartbeat()
         try:
-            yield run
+            yield
         except BaseException as exc:
             status = "killed" if isinstance(exc, KeyboardInterrupt) else "failed"
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()

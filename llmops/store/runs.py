@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from llmops.errors import InvalidValue, ParamConflict, RunNotFound
+from llmops.errors import InvalidValue, LLMOpsError, ParamConflict, RunNotFound
 from llmops.store import search
 from llmops.store.engine import read, write
 from llmops.store.lineage import add_edges
@@ -234,6 +234,49 @@ def finish(engine: Engine, run_id: str, *, status: str, error: str | None, now: 
     with write(engine) as conn:
         conn.execute(update(RunRow).where(RunRow.id == run_id).values(
             status=status, error=error, ended_at=now, heartbeat_at=now))
+
+
+@dataclass(frozen=True)
+class Reopened:
+    """What a resumed run's handle needs: its stored row, params and the last step of each metric."""
+
+    name: str
+    kind: str
+    parent_id: str | None
+    params: dict[str, str]
+    steps: dict[str, int]
+
+
+def reopen(engine: Engine, run_id: str, *, drop_metrics_after: int | None, lost_after: float, now: float) -> Reopened:
+    """Mark an ended (killed, failed) or lost run running again, owned by this process.
+
+    A finished run is refused (its results are final), and so is a run another live process still
+    holds. The update is conditional on the status and heartbeat just read, so of two processes that
+    resume the same run at once exactly one wins. `drop_metrics_after=S` deletes metric points with a
+    step above S in the same transaction: what an interrupted process logged after its last checkpoint,
+    which the resumed process logs again.
+    """
+    with write(engine) as conn:
+        row = conn.execute(select(RunRow).where(RunRow.id == run_id)).first()
+        if row is None:
+            raise RunNotFound(f"no run with id {_clip(run_id)}")
+        if row.status == "finished":
+            raise LLMOpsError(f"run {run_id} has finished; a finished run cannot be resumed (start a new one)")
+        if row.status == "running" and not is_lost(row, now, lost_after):
+            raise LLMOpsError(f"run {run_id} is still running (pid {row.pid} on {_text(row.host)}); "
+                              "stop that process first, or wait until it is reported lost")
+        claimed = conn.execute(update(RunRow).where(
+            RunRow.id == run_id, RunRow.status == row.status, RunRow.heartbeat_at == row.heartbeat_at,
+        ).values(status="running", ended_at=None, error=None, heartbeat_at=now, host=HOST, pid=os.getpid()))
+        if claimed.rowcount != 1:
+            raise LLMOpsError(f"run {run_id} was resumed by another process at the same moment; nothing was changed")
+        if drop_metrics_after is not None:
+            conn.execute(delete(MetricRow).where(MetricRow.run_id == run_id, MetricRow.step > drop_metrics_after))
+        params = {_text(k): _text(v) for k, v in conn.execute(
+            select(ParamRow.key, ParamRow.value).where(ParamRow.run_id == run_id))}
+        steps = {_text(k): s for k, s in conn.execute(
+            select(MetricRow.key, func.max(MetricRow.step)).where(MetricRow.run_id == run_id).group_by(MetricRow.key))}
+    return Reopened(name=_text(row.name), kind=_text(row.kind), parent_id=row.parent_id, params=params, steps=steps)
 
 
 def _latest_metrics(conn, run_ids: list[str]) -> dict[str, dict[str, float]]:
