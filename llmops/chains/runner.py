@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Generator, Iterator
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ValidationError
@@ -228,18 +228,31 @@ class LLMOpsChain(Runnable[dict, Any]):
         except StopIteration as stop:
             return stop.value
 
+    def execute(self, inputs: dict, *, stream: bool = False) -> Generator[Any, None, tuple[Any, Trace]]:
+        """Run once without opening a run; yields the output's text deltas when `stream` (the whole
+        output once, when it cannot stream), returns `(output, Trace)`.
+
+        For callers that record the call themselves, off their request path (the HTTP server's tracer):
+        nothing is written to the store here.
+        """
+        return self._execute(self.coerce_inputs(inputs), stream)
+
+    def _execute(self, inputs: dict, stream: bool) -> Generator[Any, None, tuple[Any, Trace]]:
+        trace = Trace()
+        output = yield from _execute(self.pinned, dict(inputs), trace, self._stream_plan if stream else None)
+        if stream and self._stream_plan is None:
+            yield output
+        return output, trace
+
     def _traced(self, inputs: dict, streaming: bool):
         """Run the chain inside a run; yields text deltas when streaming, returns the ChainResult."""
         ws, pinned = self._ws, self.pinned
-        trace = Trace()
         with ws.start_run(pinned.spec.name, kind="chain") as run:
             for av in pinned.all_used():
                 run.record_used(av)
             run.log_param("chain", pinned.av.ref)
             run.set_tag("inputs", json.dumps(inputs, ensure_ascii=False, default=str))
-            output = yield from _execute(pinned, dict(inputs), trace, self._stream_plan if streaming else None)
-            if streaming and self._stream_plan is None:
-                yield output
+            output, trace = yield from self._execute(inputs, streaming)
             output = traced(output, run.id)
             run.set_tag("output", json.dumps(output, ensure_ascii=False, default=str))
             run.log_metrics({f"latency_ms.{k}": v for k, v in trace.latency.items()})
