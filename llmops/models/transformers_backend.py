@@ -4,7 +4,8 @@ Decoding is a small explicit loop over the model's forward pass with its KV cach
 rather than `model.generate`, because the loop gives what the protocol promises
 without threads: streamed deltas, stop strings cut exactly, a per-request seeded
 sampler (no global RNG), and a stream that stops the moment its consumer does.
-Batches are left-padded and decoded together.
+That loop is `Decoder`: rows decoded together, left-padded, joining and leaving between steps;
+`stream`, `batch` and the serving batcher (llmops.serve.batcher) all drive it.
 
 Loaded models are cached per process, and a GGUF's de-quantised weights are also saved once as
 safetensors in the user cache (llmops.cachedir): de-quantising SmolLM2 takes ~18 s, loading the
@@ -20,6 +21,7 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +35,7 @@ from llmops.models.protocol import Backend, FinishReason, Generation, Generation
 from llmops.models.sources import DEFAULT_MODEL, ModelSource, resolve_source
 from llmops.models.stops import cut_at_stop, emittable
 
-__all__ = ["TransformersBackend", "TransformersSpec", "clear_model_cache"]
+__all__ = ["Decoder", "Row", "TransformersBackend", "TransformersSpec", "clear_model_cache"]
 
 log = logging.getLogger(__name__)
 
@@ -165,17 +167,24 @@ def _load(source: ModelSource, adapter_path: str | None) -> _Loaded:
     return loaded
 
 
-@dataclass
-class _Row:
-    """The decoding state of one sequence."""
+@dataclass(eq=False)
+class Row:
+    """The decoding state of one sequence (compared by identity: a decoder keeps rows, not copies)."""
 
     prompt_ids: list[int]
+    params: GenerationParams
     limit: int          # max new tokens: max_tokens, or less where the context window ends
+    generator: Any = None  # a seeded torch.Generator when sampling; None when greedy
     ids: list[int] = field(default_factory=list)
     text: str = ""      # the decoded text, cut at a stop string
     ready: str = ""     # the prefix of `text` that later tokens cannot change
     emitted: str = ""   # what has been streamed so far; the final text
     finish: FinishReason | None = None
+    error: Exception | None = None  # set when this row failed; it left the batch
+
+    @property
+    def done(self) -> bool:
+        return self.finish is not None or self.error is not None
 
     def flush(self) -> str:
         """The next streamable delta (everything left, once the row is finished)."""
@@ -189,12 +198,150 @@ class _Row:
         return delta
 
 
+class Decoder:
+    """Rows decoded together over one KV cache; rows join (`add`) and leave (finished, or `remove`) at any step.
+
+    This is the one decoding loop: `TransformersBackend.stream` and `.batch` drive a Decoder, and so
+    does the serving batcher (llmops.serve.batcher), so a row decodes alike whoever drives it. A
+    joining row is prefilled on its own pass, then its cache is merged into the running one by
+    left-padding (llmops.models.kvcache); positions are explicit, so padding shifts nothing.
+
+        decoder = Decoder(backend)
+        decoder.add([backend.new_row(request)])   # prefill; picks the first token
+        while decoder.rows:
+            decoder.step()                        # one forward pass over every row
+    """
+
+    def __init__(self, backend: TransformersBackend):
+        self.backend = backend
+        self.rows: list[Row] = []
+        self._cache: Any = None
+        self._mask: Any = None  # (rows, cache length) long: 1 for a real token, 0 for left padding
+        self.mergeable = True   # False once the model's cache proves not reshapeable (see kvcache)
+
+    @property
+    def can_join(self) -> bool:
+        """Whether `add` may be called now (always, except mid-batch for a cache that cannot be merged)."""
+        return not self.rows or self.mergeable
+
+    def add(self, rows: Sequence[Row]) -> None:
+        """Prefill `rows` together and pick each one's first token; the unfinished ones join the batch.
+
+        If the forward pass raises, nothing changed: the running rows are intact.
+        """
+        import torch
+
+        from llmops.models import kvcache
+
+        rows = list(rows)
+        if not rows:
+            return
+        if not self.can_join:
+            raise BackendError("this model's KV cache cannot be merged; add rows once the batch is empty")
+        b = self.backend
+        longest = max(len(r.prompt_ids) for r in rows)
+        input_ids = torch.full((len(rows), longest), b._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, longest - len(r.prompt_ids):] = torch.tensor(r.prompt_ids, dtype=torch.long)
+            mask[i, longest - len(r.prompt_ids):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = b._forward(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **b._keep_extra)
+        cache = getattr(out, b._cache_kw)
+        self._take(rows, out.logits[:, -1, :])
+        keep = [i for i, r in enumerate(rows) if not r.done]
+        if not keep:
+            return
+        if len(keep) < len(rows):
+            cache, mask = kvcache.select(cache, keep), mask[keep]
+        if not self.rows:
+            self._cache, self._mask = cache, mask
+            self.mergeable = kvcache.mergeable(cache)
+        else:
+            self._cache, self._mask = kvcache.merge(self._cache, self._mask, cache, mask)
+        self.rows += [rows[i] for i in keep]
+
+    def step(self) -> None:
+        """One forward pass over every row: feed each its last token, pick its next; finished rows leave.
+
+        If the forward pass raises, the batch is emptied (its cache may be half-updated) and the
+        exception propagates: the caller fails the rows it held.
+        """
+        import torch
+
+        rows, b = self.rows, self.backend
+        if not rows:
+            return
+        feed = torch.tensor([[r.ids[-1]] for r in rows], dtype=torch.long)
+        positions = torch.tensor([[len(r.prompt_ids) + len(r.ids) - 1] for r in rows], dtype=torch.long)
+        mask = torch.cat([self._mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=-1)
+        try:
+            out = b._forward(input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True,
+                             **{b._cache_kw: self._cache}, **b._keep_extra)
+        except BaseException:
+            self.clear()
+            raise
+        self._cache, self._mask = getattr(out, b._cache_kw), mask
+        self._take(rows, out.logits[:, -1, :])
+        self._keep([r for r in rows if not r.done])
+
+    def remove(self, rows: Sequence[Row]) -> None:
+        """Take `rows` out of the batch (a cancelled request); their slots are free at once."""
+        gone = {id(r) for r in rows}
+        self._keep([r for r in self.rows if id(r) not in gone])
+
+    def clear(self) -> None:
+        self.rows, self._cache, self._mask = [], None, None
+
+    def _keep(self, rows: list[Row]) -> None:
+        from llmops.models import kvcache
+
+        if len(rows) == len(self.rows):
+            return
+        if not rows:
+            self.clear()
+            return
+        where = {id(r): i for i, r in enumerate(self.rows)}
+        index = [where[id(r)] for r in rows]
+        self._cache, self._mask = kvcache.select(self._cache, index), self._mask[index]
+        self.rows = rows
+        unused = kvcache.leading_padding(self._mask)
+        if unused and self.mergeable:  # the longest row left: attend over fewer columns
+            self._cache, self._mask = kvcache.trim_left(self._cache, unused), self._mask[:, unused:]
+
+    def _take(self, rows: list[Row], logits: Any) -> None:
+        """Pick each row's next token from its logits; a row whose processing raises fails alone."""
+        greedy = logits.argmax(dim=-1).tolist() if any(r.params.greedy for r in rows) else []
+        for i, row in enumerate(rows):
+            try:
+                token = greedy[i] if row.params.greedy else _sample(logits[i:i + 1], row)
+                self.backend._advance(row, token)
+            except Exception as exc:  # a tokenizer that cannot decode this row's ids, ...
+                log.exception("decoding a row failed; failing that request only")
+                row.error = exc if isinstance(exc, BackendError) else BackendError(f"decoding failed: {exc}")
+
+
+def _sample(logits: Any, row: Row) -> int:
+    """One token from `logits` (shape (1, vocab)) with the row's temperature, top_p and sampler."""
+    import torch
+
+    params = row.params
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(dim=-1) - sorted_probs > params.top_p
+        sorted_probs[outside] = 0.0
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return int(torch.multinomial(probs[0], 1, generator=row.generator).item())
+
+
 class TransformersBackend(Backend):
     """A local causal LM (a Hugging Face folder or a GGUF file), optionally with a LoRA adapter."""
 
-    def __init__(self, source: str | os.PathLike[str] = DEFAULT_MODEL, *,
+    def __init__(self, source: str | os.PathLike[str] | ModelSource = DEFAULT_MODEL, *,
                  adapter_path: str | os.PathLike[str] | None = None, max_batch_size: int = 8):
-        self.source = resolve_source(source)
+        self.source = source if isinstance(source, ModelSource) else resolve_source(source)
         self.adapter_path = os.fspath(adapter_path) if adapter_path is not None else None
         self.max_batch_size = max_batch_size
         loaded = _load(self.source, self.adapter_path)
@@ -207,11 +354,15 @@ class TransformersBackend(Backend):
         forward = inspect.signature(self.model.forward).parameters
         # transformers 5 renamed `past_key_values` to `cache`; support both.
         self._cache_kw = "cache" if "cache" in forward else "past_key_values"
-        self._keep_kw = "logits_to_keep" in forward
+        self._keep_extra = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
         config = self.model.config
         self._max_positions = getattr(config, "max_position_embeddings", None)
         pad = self.tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (min(self._eos_ids) if self._eos_ids else 0)
+
+    def with_adapter(self, adapter_path: str | os.PathLike[str] | None) -> TransformersBackend:
+        """The same base model with another adapter (or none); loaded models are shared via the cache."""
+        return type(self)(self.source, adapter_path=adapter_path, max_batch_size=self.max_batch_size)
 
     def fingerprint(self, cache_dir: str | os.PathLike[str] | None = None) -> ModelFingerprint:
         """The base model's fingerprint (for lineage; an adapter is versioned as its own asset)."""
@@ -251,15 +402,46 @@ class TransformersBackend(Backend):
                                f"{self._max_positions}; shorten the prompt")
         return list(ids)
 
-    # -- decoding ---------------------------------------------------------------------------
+    # -- decoding (the loop itself is `Decoder`) -------------------------------------------------
 
-    def _decode_text(self, row: _Row, stops: Sequence[str]) -> None:
+    def new_row(self, request: Request) -> Row:
+        """Encode `request` into a Row ready to `Decoder.add` (raises BackendError for a bad prompt)."""
+        prompt = self.encode(request)
+        params = request.params
+        window = self._max_positions or 1 << 62
+        generator = None
+        if not params.greedy:
+            import torch
+
+            # One sampler per row, so that a batched row samples as it would alone.
+            seed = params.seed if params.seed is not None else random.SystemRandom().randrange(2**63)
+            generator = torch.Generator().manual_seed(seed)
+        return Row(prompt_ids=prompt, params=params, limit=min(params.max_tokens, window - len(prompt)),
+                   generator=generator)
+
+    def result(self, row: Row) -> Generation:
+        """The Generation of a finished row (after its last `flush`)."""
+        if row.error is not None:
+            raise row.error
+        return Generation(text=row.emitted, prompt_tokens=len(row.prompt_ids), completion_tokens=len(row.ids),
+                          finish_reason=row.finish or "length", model=self.model_id)
+
+    def _advance(self, row: Row, token: int) -> None:
+        row.ids.append(token)
+        if token in self._eos_ids:
+            row.finish = "stop"
+        else:
+            self._decode_text(row)
+        if not row.finish and len(row.ids) >= row.limit:
+            row.finish = "length"
+
+    def _decode_text(self, row: Row) -> None:
         ids = [i for i in row.ids if i not in self._eos_ids]
         full = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        row.text, hit = cut_at_stop(full, stops)
+        row.text, hit = cut_at_stop(full, row.params.stop)
         if hit:
             row.finish = "stop"
-        row.ready = emittable(row.text, stops)
+        row.ready = emittable(row.text, row.params.stop)
 
     def _forward(self, **kwargs: Any) -> Any:
         import torch
@@ -267,91 +449,28 @@ class TransformersBackend(Backend):
         with torch.inference_mode():
             return self.model(**kwargs)
 
-    def _pick(self, logits: Any, params: GenerationParams, generators: list[Any]) -> list[int]:
-        import torch
-
-        if params.greedy:
-            return logits.argmax(dim=-1).tolist()
-        probs = torch.softmax(logits.float() / params.temperature, dim=-1)
-        if params.top_p < 1.0:
-            sorted_probs, order = probs.sort(dim=-1, descending=True)
-            outside = sorted_probs.cumsum(dim=-1) - sorted_probs > params.top_p
-            sorted_probs[outside] = 0.0
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-        return [int(torch.multinomial(probs[i], 1, generator=g).item()) for i, g in enumerate(generators)]
-
-    def _run(self, prompts: list[list[int]], params: GenerationParams) -> Generator[list[_Row], None, None]:
-        """Decode all `prompts` together, yielding the rows after every new token."""
-        import torch
-
-        window = self._max_positions or 1 << 62
-        rows = [_Row(prompt_ids=p, limit=min(params.max_tokens, window - len(p))) for p in prompts]
-        longest = max(len(p) for p in prompts)
-        # One sampler per row, each seeded alike, so a batched row samples as it would alone.
-        generators = [] if params.greedy else [
-            torch.Generator().manual_seed(params.seed if params.seed is not None
-                                          else random.SystemRandom().randrange(2**63))
-            for _ in rows]
-
-        input_ids = torch.full((len(rows), longest), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), longest), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            input_ids[i, longest - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[i, longest - len(p):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        extra = {"logits_to_keep": 1} if self._keep_kw else {}
-        out = self._forward(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                            use_cache=True, **extra)
-        for _ in range(max(row.limit for row in rows)):
-            next_ids = self._pick(out.logits[:, -1, :], params, generators)
-            for row, token in zip(rows, next_ids):
-                if row.finish:
-                    continue
-                row.ids.append(token)
-                if token in self._eos_ids:
-                    row.finish = "stop"
-                else:
-                    self._decode_text(row, params.stop)
-                if not row.finish and len(row.ids) >= row.limit:
-                    row.finish = "length"
-            yield rows
-            if all(row.finish for row in rows):
-                return
-            feed = [self._pad_id if row.finish else token for row, token in zip(rows, next_ids)]
-            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=-1)
-            positions = positions[:, -1:] + 1
-            out = self._forward(input_ids=torch.tensor(feed, dtype=torch.long)[:, None], attention_mask=mask,
-                                position_ids=positions, use_cache=True,
-                                **{self._cache_kw: getattr(out, self._cache_kw)}, **extra)
-
-    def _result(self, row: _Row) -> Generation:
-        return Generation(text=row.emitted, prompt_tokens=len(row.prompt_ids), completion_tokens=len(row.ids),
-                          finish_reason=row.finish or "length", model=self.model_id)
-
     def _stream(self, request: Request) -> Generator[str, None, Generation]:
-        prompt = self.encode(request)
-        row = _Row(prompt_ids=prompt, limit=0)
-        for rows in self._run([prompt], request.params):
-            row = rows[0]
+        row = self.new_row(request)
+        decoder = Decoder(self)
+        decoder.add([row])
+        while True:
             delta = row.flush()
             if delta:
                 yield delta
-        return self._result(row)
+            if row.done:
+                return self.result(row)
+            decoder.step()
 
     def batch(self, requests: Sequence[Request]) -> list[Generation]:
-        """Decode requests with equal params together, `max_batch_size` rows at a time, longest first."""
-        results: list[Generation | None] = [None] * len(requests)
-        groups: dict[GenerationParams, list[tuple[int, list[int]]]] = {}
-        for i, request in enumerate(requests):
-            groups.setdefault(request.params, []).append((i, self.encode(request)))
-        for params, members in groups.items():
-            members.sort(key=lambda m: -len(m[1]))
-            for start in range(0, len(members), self.max_batch_size):
-                chunk = members[start:start + self.max_batch_size]
-                rows: list[_Row] = []
-                for rows in self._run([ids for _, ids in chunk], params):
-                    pass
-                for (i, _), row in zip(chunk, rows):
-                    row.flush()
-                    results[i] = self._result(row)
-        return [r for r in results if r is not None]
+        """Decode up to `max_batch_size` rows at a time, longest prompts first; a finished row's slot is refilled."""
+        rows = [self.new_row(r) for r in requests]
+        waiting = deque(sorted(rows, key=lambda r: -len(r.prompt_ids)))
+        decoder = Decoder(self)
+        while waiting or decoder.rows:
+            room = self.max_batch_size - len(decoder.rows)
+            if waiting and room > 0 and decoder.can_join:
+                decoder.add([waiting.popleft() for _ in range(min(room, len(waiting)))])
+            decoder.step()
+        for row in rows:
+            row.flush()
+        return [self.result(row) for row in rows]
