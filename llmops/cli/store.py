@@ -156,12 +156,15 @@ def assets_alias(ref: str = typer.Argument(..., help="kind/name"), alias: str = 
 
 
 @app.command()
-def lineage(node: str = typer.Argument(..., help="A run id (or unique prefix) or an asset ref kind/name@ref."),
+def lineage(node: str = typer.Argument(..., help="A run id (or unique prefix), a served answer's id "
+                                                 "(chatcmpl-…) or an asset ref kind/name@ref."),
             depth: Optional[int] = typer.Option(None, help="Stop after this many hops (0 or more)."),
             as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Walk lineage from a run or a version: what went into it, and what was made from it."""
     from llmops.lineage_view import render_tree
+    from llmops.serve.tracing import run_id_of
 
+    node = run_id_of(node)  # a served answer's id (chatcmpl-…, cmpl-…) names its request run
     if depth is not None and depth < 0:
         raise InvalidValue(f"--depth {depth} is not allowed: give 0 or more hops (or leave it out for all)")
     graph = workspace().lineage(node, depth=depth)
