@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 from pydantic import Field, model_validator
@@ -123,9 +122,12 @@ class GenerateStep(StepSpec):
         pin.use(model_av)
         adapter_path = None
         if self.adapter:
+            from llmops.finetune.adapters import adapter_folder, check_adapter_base
+
             adapter_av = pin.ws.registry.get(self.adapter, kind="adapter", record=False)
+            check_adapter_base(adapter_av, model_av)  # an adapter of another base is refused, never loaded
             pin.use(adapter_av)
-            adapter_path = _adapter_folder(pin.ws, adapter_av)
+            adapter_path = adapter_folder(pin.ws, adapter_av)
         source = pin.source("prompt")  # a Prompt when a prompt step feeds this one
         prompt_params = getattr(source, "model_params", None)
         params = {**(prompt_params.as_dict() if prompt_params is not None else {}), **self.params.as_dict()}
@@ -156,20 +158,6 @@ def _model(ws: Any, ref: str) -> AssetVersion:
             raise
         name = parse_ref(ref, default_kind="model").name
         return ws.registry.push("model", name, spec=model_spec(name), message="registered on first use")
-
-
-def _adapter_folder(ws: Any, av: AssetVersion) -> Any:
-    """The adapter's files laid out as a PEFT folder, once per digest (written atomically)."""
-    from llmops.atomic import atomic_dir
-
-    target = ws.home / "cache" / "adapters" / av.digest
-    if not target.exists():
-        with atomic_dir(target) as tmp:
-            for name in av.files:
-                dest = tmp / name
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(ws.registry.file_path(av, name), dest)
-    return target
 
 
 _PARSE_OUTPUT = {"text": "str", "regex": "str", "json": "any"}

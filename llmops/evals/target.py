@@ -47,7 +47,8 @@ def resolve_target(ws: Any, suite: Any) -> ResolvedTarget:
         except LLMOpsError as exc:
             raise _field_error(suite, "chain", exc) from None
         return _chain_target(chain, override)
-    from llmops.chains.steps import _adapter_folder, _model
+    from llmops.chains.steps import _model
+    from llmops.finetune.adapters import adapter_folder, check_adapter_base
     from llmops.models import load_backend
 
     try:
@@ -64,8 +65,12 @@ def resolve_target(ws: Any, suite: Any) -> ResolvedTarget:
             adapter_av = ws.registry.get(t.adapter, kind="adapter", record=False)
         except LLMOpsError as exc:
             raise _field_error(suite, "adapter", exc) from None
+        try:
+            check_adapter_base(adapter_av, model_av)  # an adapter of another base is refused, never loaded
+        except LLMOpsError as exc:
+            raise _field_error(suite, "adapter", exc) from None
         versions.append(adapter_av)
-        adapter_path = _adapter_folder(ws, adapter_av)
+        adapter_path = adapter_folder(ws, adapter_av)
     backend = load_backend(model_av.spec, adapter_path=adapter_path)
     params = {**prompt.model_params.as_dict(), **override}
     target = ResolvedTarget("prompt", prompt.asset.ref, versions, dict(prompt.variables), params,
