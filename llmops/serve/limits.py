@@ -1,0 +1,106 @@
+"""Request limits as pure ASGI middleware, answered in the OpenAI error format before any route runs.
+
+- `BodyLimit`: a body over `max_body_bytes` is a 413, judged by Content-Length when given and by the
+  bytes actually received otherwise (a chunked upload cannot slip past).
+- `ConcurrencyLimit`: at most `max_concurrency` generation requests (POST under /v1/) in flight; one
+  more is a 429 with `Retry-After` at once rather than a queue the client cannot see. A request counts
+  until its response (a whole stream) ends.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Awaitable, Callable
+
+from llmops.serve.errors import error_body
+
+__all__ = ["BodyLimit", "ConcurrencyLimit", "InFlight"]
+
+Scope = dict[str, Any]
+ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
+
+
+async def _send_error(send: Callable, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+    data = json.dumps(body).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": data})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_body_bytes: int):
+        self.app, self.limit = app, max_body_bytes
+
+    def _error(self) -> dict:
+        return error_body(f"the request body is larger than this server's limit of {self.limit} bytes; "
+                          "send less (or raise --max-body-bytes)", type="invalid_request_error",
+                          code="request_too_large")
+
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_large = int(value) > self.limit
+                except ValueError:
+                    too_large = False
+                if too_large:
+                    return await _send_error(send, 413, self._error())
+        seen = 0
+        started = False
+
+        async def counted_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracked_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _TooLarge:
+            if not started:
+                await _send_error(send, 413, self._error())
+
+
+def is_generation(scope: Scope) -> bool:
+    return scope["type"] == "http" and scope.get("method") == "POST" and scope.get("path", "").startswith("/v1/") \
+        and scope["path"] not in ("/v1/feedback", "/v1/load_lora_adapter", "/v1/unload_lora_adapter")
+
+
+class InFlight:
+    """The count of generation requests being answered (read by /metrics); only touched on the event loop."""
+
+    value = 0
+
+
+class ConcurrencyLimit:
+    def __init__(self, app: ASGIApp, max_concurrency: int, in_flight: InFlight):
+        self.app, self.limit, self.in_flight = app, max_concurrency, in_flight
+
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        if not is_generation(scope):
+            return await self.app(scope, receive, send)
+        if self.in_flight.value >= self.limit:
+            return await _send_error(send, 429, error_body(
+                f"the server is answering its limit of {self.limit} requests at once; retry shortly",
+                type="rate_limit_error", code="too_many_requests"), {"retry-after": "1"})
+        self.in_flight.value += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight.value -= 1
