@@ -103,7 +103,7 @@ class Server:
 
         self.ws, self.settings = ws, settings
         self.engines = Engines(settings)
-        self.chains = ChainCache(ws)
+        self.chains = ChainCache(ws, self.engines)
         self.metrics = Metrics()
         self.in_flight = InFlight()
         self.tracer = _tracer(ws)
@@ -114,19 +114,6 @@ class Server:
             self.tracer.close()
 
     # -- bookkeeping ----------------------------------------------------------------------
-
-    async def authorize(self, http: Request, target: Target | None) -> str | None:
-        """The API key's name when keys are in use (S3's keys module); raises 401/403 as APIError."""
-        try:
-            from llmops.serve import keys
-        except ImportError:
-            return None
-        check = getattr(keys, "authorize", None)
-        if check is None:
-            return None
-        name = target.name if target is not None else None
-        return await run_in_threadpool(check, self.ws, http.headers.get("authorization"), name,
-                                       required=self.settings.api_keys_required)
 
     def finish(self, call: Call, outcome: Outcome | None = None, error: APIError | None = None) -> None:
         """Count the request and queue its run (never blocks on the store)."""
@@ -199,11 +186,7 @@ class Server:
             param = ".".join(str(p) for p in err["loc"]) or None
             raise APIError(400, f"{param}: {err['msg']}" if param else err["msg"], param=param) from None
         engine = await run_in_threadpool(self.engines.get, target)
-        try:
-            stream = engine.submit(request, target, stream=body.stream)
-        except Exception as exc:
-            raise _submit_error(exc) from exc
-        return stream, generation_outcome
+        return engine.submit(request, target, stream=body.stream), generation_outcome
 
     async def wait(self, http: Request, stream: Any, deadline: float) -> Any:
         """The finished stream's result; cancels it when the client leaves or the deadline passes."""
@@ -232,7 +215,7 @@ class Server:
         try:
             call.params = body.params(limit=self.settings.max_tokens_limit, default=self.settings.default_max_tokens)
             call.target = await run_in_threadpool(resolve, self.ws, body.model)
-            call.api_key = await self.authorize(http, call.target)
+            call.api_key = key_name(http)
             stream, to_outcome = await self.start(call, call.target, body, chat)
         except Exception as exc:
             err = from_exception(exc)
@@ -312,13 +295,10 @@ def chain_outcome(chain: Any, result: tuple[Any, Any]) -> Outcome:
                    used=chain.versions)
 
 
-def _submit_error(exc: Exception) -> APIError:
-    """A full batch queue is a 429 (retry); anything else as usual."""
-    name = type(exc).__name__.lower()
-    if "full" in name or "overload" in name or "queue" in str(exc).lower() and "full" in str(exc).lower():
-        return APIError(429, f"the batch queue is full; retry shortly ({exc})", code="queue_full",
-                        headers={"retry-after": "1"})
-    return from_exception(exc)
+def key_name(http: Request) -> str | None:
+    """The name of the API key that authorised the request (set by `require_key`), for its run."""
+    key = getattr(http.state, "api_key", None)
+    return getattr(key, "name", None)
 
 
 def _with_headers(err: APIError, headers: dict[str, str]) -> APIError:
@@ -375,30 +355,34 @@ def create_app(ws: Workspace, settings: ServeSettings | None = None, **overrides
                   description="OpenAI-compatible completions over the workspace's models, adapters and chains; "
                               "chains as LangServe-style routes. Every answer carries its run id "
                               f"(`{RUN_ID_HEADER}`); `llmops lineage RUN_ID` walks back from it.")
-    app.state.server = server
-    app.state.tracer = server.tracer
+    app.state.server, app.state.ws, app.state.settings, app.state.tracer = server, ws, settings, server.tracer
     install_handlers(app)
     app.add_middleware(ConcurrencyLimit, max_concurrency=settings.max_concurrency, in_flight=server.in_flight)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
 
+    from fastapi import Depends
+
+    from llmops.serve.keys import require_key
+
+    model_key = [Depends(require_key("model"))]
     stream_doc = {200: {"description": "JSON, or server-sent events when `stream` is true",
                         "content": {"text/event-stream": {}}}, **ERRORS}
 
     @app.post("/v1/chat/completions", response_model=ChatCompletion, responses=stream_doc, tags=["openai"],
-              summary="Chat completion (OpenAI format)")
+              summary="Chat completion (OpenAI format)", dependencies=model_key)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         """`model` is `BASE`, `BASE:ADAPTER[@ref]` or `chain/NAME[@ref]` (see /v1/models)."""
         return await server.complete(request, body, chat=True)
 
     @app.post("/v1/completions", response_model=Completion, responses=stream_doc, tags=["openai"],
-              summary="Text completion (OpenAI format)")
+              summary="Text completion (OpenAI format)", dependencies=model_key)
     async def completions(body: CompletionRequest, request: Request) -> Response:
         return await server.complete(request, body, chat=False)
 
-    @app.get("/v1/models", response_model=ModelList, tags=["openai"], summary="Model names a request may use")
+    @app.get("/v1/models", response_model=ModelList, tags=["openai"], summary="Model names a request may use",
+             dependencies=[Depends(require_key())], responses=ERRORS)
     async def models(request: Request) -> dict:
         """Base models, `BASE:ADAPTER` for each adapter of that base, and `chain/NAME` for each chain."""
-        await server.authorize(request, None)
         return {"object": "list", "data": await run_in_threadpool(list_models, ws)}
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the server answers and its store is readable")
@@ -418,18 +402,19 @@ def create_app(ws: Workspace, settings: ServeSettings | None = None, **overrides
 
     from llmops.serve.chains_api import chains_router
 
-    app.include_router(chains_router(server))
+    app.include_router(chains_router(server), dependencies=[Depends(require_key("chain"))])
     _include_optional(app, server)
     return app
 
 
 def _include_optional(app: FastAPI, server: Server) -> None:
-    """Routers from modules that may not exist yet in a checkout (feedback, LoRA admin)."""
-    for module, attr in (("llmops.serve.feedback", "feedback_router"), ("llmops.serve.lora_admin", "lora_router")):
+    """Routers of the feedback and LoRA-admin modules, where this checkout has them."""
+    for module, attr in (("llmops.serve.feedback", "router"), ("llmops.serve.lora_admin", "lora_router"),
+                         ("llmops.serve.lora_admin", "router")):
         try:
             mod = __import__(module, fromlist=[attr])
-        except ImportError:
-            log.info("%s is not available; its routes are not served", module)
+            router = getattr(mod, attr)
+        except (ImportError, AttributeError):
             continue
-        router = getattr(mod, attr)
-        app.include_router(router(server) if callable(router) and not hasattr(router, "routes") else router)
+        if not any(getattr(r, "path", None) in {getattr(x, "path", None) for x in router.routes} for r in app.routes):
+            app.include_router(router)

@@ -76,8 +76,8 @@ class BatchResponse(BaseModel):
 class ChainCache:
     """Chain versions loaded once each (pinning loads their prompts, indexes and models)."""
 
-    def __init__(self, ws: Any):
-        self._ws = ws
+    def __init__(self, ws: Any, engines: Any = None):
+        self._ws, self._engines = ws, engines
         self._loaded: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -101,7 +101,10 @@ class ChainCache:
         with self._lock:
             chain = self._loaded.get(av.ref)
             if chain is None:
-                chain = self._loaded[av.ref] = self._ws.chains.load(av.ref)
+                chain = self._ws.chains.load(av.ref)
+                if self._engines is not None:
+                    _share(chain.pinned, self._engines)
+                self._loaded[av.ref] = chain
             return chain
 
     @staticmethod
@@ -116,6 +119,15 @@ class ChainCache:
         raise APIError(400, f"{name} takes inputs ({names}), not a single text; call "
                             f"POST /v1/chains/{chain.pinned.spec.name}/invoke with {{\"input\": {{...}}}}",
                        param="model", code="chain_needs_inputs")
+
+
+def _share(pinned: Any, engines: Any) -> None:
+    """Route the chain's generate steps (and its sub-chains') through the server's batchers."""
+    for bound in pinned.bound.values():
+        if hasattr(bound, "backend") and hasattr(bound, "params"):
+            bound.backend = engines.share(bound.backend)
+    for sub in pinned.subchains:
+        _share(sub, engines)
 
 
 def execute(chain: Any, inputs: Any, stream: bool):
@@ -137,7 +149,7 @@ def output_schema(spec: Any, plan: Any) -> dict[str, Any]:
 
 
 def chains_router(server: Server) -> APIRouter:
-    from llmops.serve.app import Call, chain_outcome
+    from llmops.serve.app import Call, chain_outcome, key_name
 
     router = APIRouter(prefix="/v1/chains", tags=["chains"])
     cache = server.chains
@@ -148,9 +160,8 @@ def chains_router(server: Server) -> APIRouter:
             target = await run_in_threadpool(cache.resolve, name)
             for call in calls:
                 call.target = target
-            key = await server.authorize(http, target)
             for call in calls:
-                call.api_key = key
+                call.api_key = key_name(http)
             chain = await cache.load(target.chain)
             for value in inputs:
                 try:

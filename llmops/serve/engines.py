@@ -237,13 +237,16 @@ def batcher_available() -> bool:
 
 
 class Engines:
-    """The engines of one app, built on first use (loading a model is slow: call `get` off the event loop)."""
+    """The engines of one app, one per base model, built on first use (loading a model is slow: call
+    `get` off the event loop). Engines are keyed by the model's files, so a chain's generate step and a
+    request naming the same model share one batcher."""
 
     def __init__(self, settings: ServeSettings):
         self.settings = settings
         self.executor = ThreadPoolExecutor(max_workers=min(settings.max_concurrency, 512) + 8,
                                            thread_name_prefix="llmops-serve")
-        self._by_model: dict[str, Any] = {}
+        self._by_source: dict[str, Any] = {}
+        self._names: dict[str, str] = {}
         self._lock = threading.Lock()
         self.upstream: UpstreamEngine | None = None
         if settings.backend in ("openai", "vllm") and settings.upstream_url:
@@ -254,30 +257,53 @@ class Engines:
         if self.upstream is not None:
             return self.upstream
         assert target.model is not None
-        key = target.model.ref
+        return self._engine(target.model.spec, target.model.name)
+
+    def _engine(self, spec: dict, name: str) -> Any:
+        from llmops.models.sources import DEFAULT_MODEL, resolve_source
+
+        if spec.get("backend", "transformers") != "transformers":
+            raise BackendError(f"model {name} is served by the {spec.get('backend')} backend, which this server "
+                               "does not run in process; serve it with --backend openai --upstream URL")
+        source = resolve_source(spec.get("source", DEFAULT_MODEL))
+        key = f"{source.folder}|{source.gguf_file or ''}"
         with self._lock:
-            engine = self._by_model.get(key)
+            engine = self._by_source.get(key)
             if engine is None:
                 if batcher_available():
-                    engine = _BatchEngine(target.model.spec, self.settings)
+                    engine = _BatchEngine(spec, self.settings)
                 else:
-                    log.warning("llmops.serve.batcher is missing; serving %s one request at a time", key)
-                    engine = _SerialEngine(target.model.spec, self.executor)
-                self._by_model[key] = engine
+                    log.warning("llmops.serve.batcher is missing; serving %s one request at a time", name)
+                    engine = _SerialEngine(spec, self.executor)
+                self._by_source[key] = engine
+                self._names[key] = name
             return engine
 
+    def share(self, backend: Any) -> Any:
+        """A chain step's backend routed through the batcher of its base model: the same answers, shared
+        forward passes. Other backends (remote, vLLM) are returned as they are."""
+        from llmops.models.transformers_backend import TransformersBackend
+
+        if self.upstream is not None or not isinstance(backend, TransformersBackend) or not batcher_available():
+            return backend
+        src = backend.source
+        path = src.folder / src.gguf_file if src.gguf_file else src.folder
+        engine = self._engine({"source": str(path)}, src.model_id)
+        return engine.batcher.as_backend(backend.adapter_path)
+
     def loaded(self) -> dict[str, Any]:
-        """Engines by model ref (for metrics and health)."""
-        out = dict(self._by_model)
+        """Engines by model name (for metrics and health)."""
+        with self._lock:
+            out = {self._names[key]: engine for key, engine in self._by_source.items()}
         if self.upstream is not None:
-            out[self.upstream.base_url] = self.upstream
+            out["upstream"] = self.upstream
         return out
 
     def relay(self, make: Callable[[threading.Event], Generator[Any, None, Any]]) -> Relay:
         return Relay(make, self.executor)
 
     def close(self) -> None:
-        for engine in list(self._by_model.values()):
+        for engine in list(self._by_source.values()):
             try:
                 engine.close()
             except Exception:  # closing must go on for the others

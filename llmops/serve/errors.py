@@ -59,6 +59,8 @@ def from_exception(exc: BaseException) -> APIError:
         return APIError(400, str(exc), param="model", code="invalid_model")
     if isinstance(exc, BackendError):
         text = str(exc)
+        if "overloaded" in text:  # the batcher's queue is full
+            return APIError(429, text, code="queue_full", headers={"retry-after": "1"})
         if "shorten the prompt" in text:  # the transformers backend's context-length check
             return APIError(400, text, param="messages", code="context_length_exceeded")
         return APIError(503, f"the backend failed: {text}", code="backend_error")
