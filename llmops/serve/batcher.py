@@ -299,7 +299,10 @@ class Batcher:
         self.close()
 
     def submit(self, request: Request, *, adapter: str | os.PathLike[str] | None = None) -> BatchStream:
-        """Queue `request` (on the base model, or with the PEFT adapter in folder `adapter`)."""
+        """Queue `request` (on the base model, or with the PEFT adapter in folder `adapter`).
+
+        Requests queue until `start()`; a full queue or a closed batcher raises BackendError.
+        """
         key = str(Path(adapter).expanduser().resolve()) if adapter is not None else None
         stream = BatchStream(request, key, self._cancel)
         ticket = _Ticket(stream, key, time.monotonic())
@@ -314,8 +317,6 @@ class Batcher:
             self._queue.append(ticket)
             self._tickets[id(stream)] = ticket
             self._cond.notify_all()
-        if self._thread is None:
-            self.start()
         return stream
 
     def as_backend(self, adapter: str | os.PathLike[str] | None = None) -> BatchedBackend:
