@@ -347,7 +347,8 @@ def _steps(job: Any, train: int, world: int = 1) -> int:
 
 def _memory(job: Any, base: BaseModelHandle, report: CheckReport, device: str) -> None:
     """A rough estimate (the figure is labelled so): weights + LoRA weights, grads and AdamW states +
-    activations (Korthikanti et al. 2022: ~34·s·b·h + 5·a·s²·b bytes per layer at 16 bit) + logits."""
+    activations (Korthikanti et al. 2022: ~34·s·b·h + 5·a·s²·b bytes per layer at 16 bit, the s² term only
+    for eager attention) + logits (fp32, and their gradient)."""
     t = job.spec.training
     cfg = base.config
     precision = resolve_precision(t.precision, device)
@@ -359,7 +360,9 @@ def _memory(job: Any, base: BaseModelHandle, report: CheckReport, device: str) -
     layers = getattr(cfg, "num_hidden_layers", 0) or 0
     heads = getattr(cfg, "num_attention_heads", 1) or 1
     vocab = getattr(cfg, "vocab_size", 0) or 0
-    per_layer = (34 * s * b * h + 5 * heads * s * s * b) * nbytes / 2
+    # eager attention materialises the s x s scores; sdpa / flash kernels do not
+    eager = getattr(cfg, "_attn_implementation", None) in (None, "eager")
+    per_layer = (34 * s * b * h + (5 * heads * s * s * b if eager else 0)) * nbytes / 2
     if t.gradient_checkpointing:
         activations = layers * s * b * h * nbytes + per_layer
     else:
