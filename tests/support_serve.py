@@ -11,12 +11,14 @@ Keyword arguments are ServeSettings fields (or pass `settings=`). Leaving the bl
 from __future__ import annotations
 
 import socket
+import textwrap
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["Served", "serve_ws"]
+__all__ = ["Served", "build_served_ws", "make_adapter", "push_adapter", "push_chains", "serve_ws"]
 
 
 class Served(str):
@@ -58,3 +60,87 @@ def serve_ws(ws: Any, settings: Any = None, **overrides: Any) -> Iterator[Served
         server.should_exit = True
         thread.join(60)
         sock.close()
+
+
+# -- a workspace to serve: the tiny Llama as `model/tiny`, two real PEFT adapters, two chains ---------------
+
+def make_adapter(tiny_llm_dir: Path, folder: Path, seed: int = 1) -> Path:
+    """A LoRA adapter with random (non-zero) weights, saved by PEFT."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights=False))
+    peft_model.save_pretrained(folder)
+    return folder
+
+
+def push_adapter(ws: Any, name: str, folder: Path, base_ref: str = "model/tiny@1") -> Any:
+    files = {p.name: p for p in folder.iterdir() if p.is_file()}
+    return ws.registry.push("adapter", name, spec={"format": "peft-lora", "base": {"ref": base_ref}}, files=files)
+
+
+def _write(root: Path, rel: str, text: str) -> None:
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(textwrap.dedent(text))
+
+
+def push_chains(ws: Any) -> None:
+    """`ask` (one text input `question`, so a chat model can call it) and `pair` (inputs a: str, b: int)."""
+    _write(ws.root, "prompts/ask.yaml", """\
+        name: ask
+        messages:
+          - {role: user, content: "Q: {{ question }}"}
+        variables:
+          question: {type: str}
+        model_params: {temperature: 0, max_tokens: 8}
+        """)
+    _write(ws.root, "prompts/ask.chain.yaml", """\
+        kind: chain
+        name: ask
+        inputs: {question: str}
+        steps:
+          - {name: prompt, type: prompt, prompt: ask}
+          - {name: generate, type: generate, model: tiny}
+          - {name: answer, type: parse, parser: text}
+        output: answer
+        """)
+    _write(ws.root, "prompts/pair.yaml", """\
+        name: pair
+        template: "{{ a }} and {{ b }}"
+        variables:
+          a: {type: str}
+          b: {type: int}
+        model_params: {temperature: 0, max_tokens: 6}
+        """)
+    _write(ws.root, "prompts/pair.chain.yaml", """\
+        kind: chain
+        name: pair
+        inputs: {a: str, b: int}
+        steps:
+          - {name: prompt, type: prompt, prompt: pair}
+          - {name: generate, type: generate, model: tiny}
+        """)
+    ws.prompts.push_folder(ws.root / "prompts")
+
+
+def build_served_ws(root: Path, tiny_llm_dir: Path) -> Any:
+    """A workspace in `root/ws`: `model/tiny` (the tiny Llama), `adapter/qa-lora` v1 and v2 (production -> 1;
+    their folders in `ws.adapter_dirs`), chains `ask` and `pair`. Close it when done."""
+    import llmops
+    from llmops.models import model_spec
+
+    ws = llmops.Workspace(root / "ws")
+    ws.registry.push("model", "tiny", spec=model_spec(tiny_llm_dir))
+    a1 = make_adapter(tiny_llm_dir, root / "qa-lora-1", seed=1)
+    a2 = make_adapter(tiny_llm_dir, root / "qa-lora-2", seed=2)
+    push_adapter(ws, "qa-lora", a1)
+    push_adapter(ws, "qa-lora", a2)
+    ws.registry.set_alias("adapter/qa-lora", "production", 1)
+    push_chains(ws)
+    ws.adapter_dirs = {1: a1, 2: a2}
+    return ws

@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import textwrap
 
 import httpx
 import openai
 import pytest
 
-from support_serve import serve_ws
+from support_serve import build_served_ws, serve_ws
 
 CHAT = [{"role": "user", "content": "Hello there, how are you?"}]
 
@@ -30,87 +29,9 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def make_adapter(tiny_llm_dir, folder, seed: int = 1):
-    """A LoRA adapter with random (non-zero) weights, saved by PEFT."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
-    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                 init_lora_weights=False))
-    peft_model.save_pretrained(folder)
-    return folder
-
-
-def push_adapter(ws, name, folder, base_ref="model/tiny@1"):
-    files = {p.name: p for p in folder.iterdir() if p.is_file()}
-    return ws.registry.push("adapter", name, spec={"format": "peft-lora", "base": {"ref": base_ref}}, files=files)
-
-
-def write(root, rel, text):
-    p = root / rel
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(textwrap.dedent(text))
-    return p
-
-
-def push_chains(ws):
-    """`ask` (one text input, as a chat model can call it) and `pair` (two inputs: only /v1/chains)."""
-    write(ws.root, "prompts/ask.yaml", """\
-        name: ask
-        messages:
-          - {role: user, content: "Q: {{ question }}"}
-        variables:
-          question: {type: str}
-        model_params: {temperature: 0, max_tokens: 8}
-        """)
-    write(ws.root, "prompts/ask.chain.yaml", """\
-        kind: chain
-        name: ask
-        inputs: {question: str}
-        steps:
-          - {name: prompt, type: prompt, prompt: ask}
-          - {name: generate, type: generate, model: tiny}
-          - {name: answer, type: parse, parser: text}
-        output: answer
-        """)
-    write(ws.root, "prompts/pair.yaml", """\
-        name: pair
-        template: "{{ a }} and {{ b }}"
-        variables:
-          a: {type: str}
-          b: {type: int}
-        model_params: {temperature: 0, max_tokens: 6}
-        """)
-    write(ws.root, "prompts/pair.chain.yaml", """\
-        kind: chain
-        name: pair
-        inputs: {a: str, b: int}
-        steps:
-          - {name: prompt, type: prompt, prompt: pair}
-          - {name: generate, type: generate, model: tiny}
-        """)
-    ws.prompts.push_folder(ws.root / "prompts")
-
-
 @pytest.fixture(scope="module")
 def served_ws(tmp_path_factory, tiny_llm_dir):
-    """A workspace with the tiny model as `model/tiny`, adapter `qa-lora` (v1, v2; production -> v1), chains."""
-    import llmops
-    from llmops.models import model_spec
-
-    root = tmp_path_factory.mktemp("serve")
-    ws = llmops.Workspace(root / "ws")
-    ws.registry.push("model", "tiny", spec=model_spec(tiny_llm_dir))
-    a1 = make_adapter(tiny_llm_dir, root / "qa-lora-1", seed=1)
-    a2 = make_adapter(tiny_llm_dir, root / "qa-lora-2", seed=2)
-    push_adapter(ws, "qa-lora", a1)
-    push_adapter(ws, "qa-lora", a2)
-    ws.registry.set_alias("adapter/qa-lora", "production", 1)
-    push_chains(ws)
-    ws.adapter_dirs = {1: a1, 2: a2}
+    ws = build_served_ws(tmp_path_factory.mktemp("serve"), tiny_llm_dir)
     yield ws
     ws.close()
 
