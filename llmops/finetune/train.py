@@ -21,6 +21,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterator, Sequence
@@ -239,16 +240,17 @@ class StopFlag:
 class LoraTrainer:
     """A PEFT LoRA model with its optimizer, schedule and data plan; `step(s)` runs optimizer step s.
 
-    `model` is a transformers causal LM that this trainer owns from now on (PEFT changes it in place).
+    `model` is a transformers causal LM that this trainer owns from now on (PEFT changes it in place);
+    `lora` a PEFT `LoraConfig` or LoraSettings.
     """
 
     def __init__(self, model: Any, train: Sequence[Any], validation: Sequence[Any], settings: Settings,
-                 lora: LoraSettings, *, device: Any, dist: Dist | None = None, pad_id: int = 0):
+                 lora: Any, *, device: Any, dist: Dist | None = None, pad_id: int = 0):
         import torch
         from peft import get_peft_model
         from transformers import get_scheduler
 
-        self.settings, self.lora, self.device = settings, lora, device
+        self.settings, self.device = settings, device
         self.dist = dist or Dist(device=device)
         self.train_set, self.validation = list(train), list(validation)
         self.pad_id = pad_id
@@ -263,7 +265,10 @@ class LoraTrainer:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(settings.seed)  # the LoRA init (A random, B zero) follows the seed
-            self.peft_model = get_peft_model(model, lora.peft_config()).to(device)
+            with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in 5.x: noise for users
+                warnings.simplefilter("ignore", FutureWarning)
+                config = lora.peft_config() if isinstance(lora, LoraSettings) else lora
+                self.peft_model = get_peft_model(model, config).to(device)
         # Dropout draws from the trainer's own generator state, swapped in for each step, so that nothing
         # else in the process (another trainer, user code) shifts it, and a checkpoint can hold it.
         self.rng = _seeded_rng(settings.seed + 7919 * self.dist.rank, device)
