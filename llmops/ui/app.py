@@ -13,7 +13,6 @@ refuse cross-site form posts (an `Origin` that is not this host).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import urllib.parse
@@ -108,9 +107,11 @@ class UI:
         return request.scope.get("root_path", "").rstrip("/")
 
     def keys_on(self) -> bool:
+        """Whether actions need an API key now: the server's setting, else whether any key exists."""
         if self._keys_required is not None:
             return bool(self._keys_required())
-        return False
+        keys = _keys_module()
+        return bool(keys is not None and keys.keys_required(self.ws.engine))
 
     def render(self, request: Request, template: str, http_status: int = 200, **ctx: Any) -> HTMLResponse:
         html = env().get_template(template).render(base=self.base(request), keys_on=self.keys_on(),
@@ -131,38 +132,36 @@ class UI:
             raise BadRequest("the form is not UTF-8 text") from None
         return dict(pairs)
 
-    def authorize(self, request: Request, form: dict[str, str]) -> None:
-        """Refuse a cross-site post, and a post without a valid key when keys are on."""
+    def authorize(self, request: Request, form: dict[str, str], resource: str | None = None) -> None:
+        """Refuse a cross-site post, and, when keys are on, a post without a valid key for `resource`
+        (a key from the form's `api_key` field or an `Authorization: Bearer` header)."""
         origin = request.headers.get("origin")
         if origin and origin != "null" and urllib.parse.urlsplit(origin).netloc != request.headers.get("host"):
             raise Forbidden(f"a form posted from {origin} is refused: use the UI on this server", 403)
         if not self.keys_on():
             return
-        key = form.get("api_key") or ""
+        secret = (form.get("api_key") or "").strip()
         auth = request.headers.get("authorization", "")
-        if not key and auth.lower().startswith("bearer "):
-            key = auth[7:].strip()
-        if not key:
-            raise Forbidden("this server requires an API key for actions: paste it in the form's API key field")
-        if not verify_key(self.ws, key):
-            raise Forbidden("that API key is not valid (revoked or mistyped); create one with `llmops keys create`")
+        if not secret and auth.lower().startswith("bearer "):
+            secret = auth[7:].strip()
+        if not secret:
+            raise Forbidden("this server requires an API key for actions: paste it in the form's API key field "
+                            "(create one with `llmops keys create NAME`)")
+        keys = _keys_module()
+        key = keys.authenticate(self.ws.engine, secret) if keys is not None else None
+        if key is None:
+            raise Forbidden("invalid or revoked API key")
+        if resource is not None and not key.covers(resource):
+            raise Forbidden(f"API key {key.name!r} may not use {resource!r} (its scopes: {', '.join(key.scopes)})", 403)
 
 
-def verify_key(ws: Any, key: str) -> bool:
-    """Whether `key` is a valid API key of this workspace (`llmops.serve.keys`, when present)."""
-    if importlib.util.find_spec("llmops.serve") is None or importlib.util.find_spec("llmops.serve.keys") is None:
-        return True  # keys cannot be on without the keys module
-    from llmops.serve import keys
-
-    for name in ("verify_key", "verify", "check_key", "lookup"):
-        fn = getattr(keys, name, None)
-        if callable(fn):
-            try:
-                return bool(fn(ws, key))
-            except LLMOpsError:
-                return False
-    log.warning("llmops.serve.keys has no verify_key(ws, key): refusing every key")
-    return False
+def _keys_module() -> Any:
+    """`llmops.serve.keys` (API keys live with the server), or None in a build without it."""
+    try:
+        from llmops.serve import keys
+    except ImportError:
+        return None
+    return keys
 
 
 def page_number(value: str | None) -> int:

@@ -18,6 +18,7 @@ from llmops.errors import LLMOpsError
 from llmops.ui.app import UI, BadRequest
 
 MAX_BACKENDS = 2  # loaded models kept between playground runs
+ROUTE = "ui.playground"
 
 
 def typed(name: str, var: Any, raw: str | None) -> Any:
@@ -64,11 +65,14 @@ def run_chain(ws: Any, ref: str, inputs: dict) -> str:
         t0 = time.perf_counter()
         result = ws.chains.invoke_traced(ref, inputs)
         total = (time.perf_counter() - t0) * 1000
-        run.log_params({"route": "ui/playground", "chain": result.used[0]})
+        run.log_params({"route": ROUTE, "chain_ref": result.used[0]})
         for used in result.used:
             run.record_used(ws.registry.get(used, record=False))
-        run.set_tags({"response": _dumps(result.output), "retrieved": _dumps(result.retrieved)})
-        run.log_metrics({f"latency_ms.{k}": v for k, v in result.steps.items()})
+        output = result.output if isinstance(result.output, str) else None
+        run.set_tags({"output": _dumps(result.output), **({"response": output} if output is not None else {})})
+        if result.retrieved:  # as the server records it
+            run.set_tag("retrieved", _dumps([{"step": k, "chunks": v} for k, v in result.retrieved.items()]))
+        run.log_metrics({f"latency_ms.step.{k}": v for k, v in result.steps.items()})
         run.log_metrics({"latency_ms.total": round(total, 3), "tokens.prompt": result.tokens.get("prompt", 0),
                          "tokens.completion": result.tokens.get("completion", 0)})
     return run.id
@@ -91,8 +95,8 @@ def run_prompt(ui: UI, prompt_ref: str, model_ref: str, adapter_ref: str, inputs
         if adapter_ref:
             adapter_av = ws.registry.get(adapter_ref, kind="adapter")
             adapter_path = _adapter_folder(ws, adapter_av, model_av)
-        run.log_params({"route": "ui/playground", "prompt": prompt.asset.ref, "model": model_av.ref,
-                        **({"adapter": adapter_av.ref} if adapter_av else {})})
+        run.log_params({"route": ROUTE, "model": model_ref, "prompt_ref": prompt.asset.ref, "model_ref": model_av.ref,
+                        **({"adapter_ref": adapter_av.ref} if adapter_av else {})})
         key = (model_av.digest, adapter_av.digest if adapter_av else None)
         backend = ui.backends.get(key)
         if backend is None:
@@ -107,7 +111,7 @@ def run_prompt(ui: UI, prompt_ref: str, model_ref: str, adapter_ref: str, inputs
         t2 = time.perf_counter()
         gen = backend.generate(req)
         t3 = time.perf_counter()
-        run.set_tags({"response": _dumps(gen.text), "rendered": _dumps(rendered)})
+        run.set_tags({"response": gen.text, "rendered": _dumps(rendered)})
         run.log_metrics({"latency_ms.load": round((t1 - t0) * 1000, 3), "latency_ms.render": round((t2 - t1) * 1000, 3),
                          "latency_ms.generate": round((t3 - t2) * 1000, 3), "latency_ms.total": round((t3 - t0) * 1000, 3),
                          "tokens.prompt": gen.prompt_tokens, "tokens.completion": gen.completion_tokens})
@@ -157,9 +161,10 @@ def router(ui: UI) -> APIRouter:
     @r.post("/playground")
     async def run(request: Request) -> Response:
         form = await ui.form(request)
-        ui.authorize(request, form)
         chain, prompt = form.get("chain", "").strip(), form.get("prompt", "").strip()
         model, adapter = form.get("model", "").strip(), form.get("adapter", "").strip()
+        # what an API key's scopes must cover: as `/v1/chains/NAME` and `model: NAME:ADAPTER` are checked
+        ui.authorize(request, form, f"chain/{chain.removeprefix('chain/')}" if chain else (f"{model}:{adapter}" if adapter else model))
         values = {k[3:]: v for k, v in form.items() if k.startswith("in.")}
         try:
             if chain:

@@ -15,7 +15,7 @@ from llmops.ui.app import UI, page_number, page_size
 from llmops.ui.svg import bar_chart
 
 KIND = "request"
-REF_PARAMS = ("model", "adapter", "chain", "prompt")
+REF_PARAMS = ("model_ref", "adapter_ref", "chain_ref", "prompt_ref")
 
 
 def latency(run: Any) -> float | None:
@@ -41,9 +41,12 @@ def _json(text: str | None) -> Any:
 
 
 def retrieved_chunks(run: Any) -> list[tuple[str, list[dict]]]:
-    """(retrieve step, chunks) from the `retrieved` tag: a list of chunks, or step -> list."""
+    """(retrieve step, chunks) from the `retrieved` tag: `[{"step", "chunks"}]` as the server writes
+    it, a plain list of chunks, or step -> chunks."""
     value = _json(run.tags.get("retrieved"))
-    if isinstance(value, list):
+    if isinstance(value, list) and all(isinstance(v, dict) and "chunks" in v for v in value):
+        value = {str(v.get("step", "retrieve")): v["chunks"] for v in value}
+    elif isinstance(value, list):
         value = {"retrieve": value}
     if not isinstance(value, dict):
         return []
@@ -94,7 +97,8 @@ def router(ui: UI) -> APIRouter:
         chart = bar_chart(f"step latency of {run.id}", steps) if steps else None
         kids, _ = queries.children(ws, run.id)
         req = _json(run.tags.get("request", run.tags.get("inputs")))
-        resp = _json(run.tags.get("response", run.tags.get("output")))
+        # `response` is the answer's text; `output` a chain's output as JSON
+        resp = run.tags["response"] if "response" in run.tags else _json(run.tags.get("output"))
         return ui.render(request, "request.html.j2", run=run, chart=chart, steps=steps, latency=latency(run),
                          tokens=tokens(run), request_body=req, response=resp, answer=_response_text(resp),
                          chunks=retrieved_chunks(run), edges=queries.edges_of_run(ws, run.id),
