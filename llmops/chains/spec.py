@@ -126,6 +126,9 @@ class StepSpec(_Strict):
         """(field, kind, ref) for every ref this step names (fields typed with `ref_field`)."""
         for field, info in type(self).model_fields.items():
             kind = next((m.kind for m in info.metadata if isinstance(m, RefKind)), None)
+            if kind is None:  # an optional ref (`ref_field(kind) | None`) keeps its metadata inside the union
+                kind = next((m.kind for arg in get_args(info.annotation) for m in getattr(arg, "__metadata__", ())
+                             if isinstance(m, RefKind)), None)
             value = getattr(self, field)
             if kind is not None and value is not None:
                 yield field, kind, value
