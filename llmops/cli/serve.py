@@ -107,6 +107,10 @@ def serve(host: Optional[str] = typer.Option(None, help="Address to bind  [defau
                        "--require-keys", err=True)
         server = uvicorn.Server(uvicorn.Config(application, log_level="info", lifespan="on",
                                                timeout_graceful_shutdown=10))
-        server.run(sockets=[sock])
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on; stopping is the normal end
+            pass
+        typer.echo("stopped", err=True)
     finally:
         sock.close()

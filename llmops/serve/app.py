@@ -357,8 +357,9 @@ def create_app(ws: Workspace, settings: ServeSettings | None = None, **overrides
                               f"(`{RUN_ID_HEADER}`); `llmops lineage RUN_ID` walks back from it.")
     app.state.server, app.state.ws, app.state.settings, app.state.tracer = server, ws, settings, server.tracer
     install_handlers(app)
-    app.add_middleware(ConcurrencyLimit, max_concurrency=settings.max_concurrency, in_flight=server.in_flight)
+    # outermost last: a request holds its concurrency slot while its body arrives
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(ConcurrencyLimit, max_concurrency=settings.max_concurrency, in_flight=server.in_flight)
 
     from fastapi import Depends
 

@@ -1,7 +1,8 @@
 """Request limits as pure ASGI middleware, answered in the OpenAI error format before any route runs.
 
 - `BodyLimit`: a body over `max_body_bytes` is a 413, judged by Content-Length when given and by the
-  bytes actually received otherwise (a chunked upload cannot slip past).
+  bytes actually received otherwise (a chunked upload cannot slip past); the body is read whole before
+  the route runs.
 - `ConcurrencyLimit`: at most `max_concurrency` generation requests (POST under /v1/) in flight; one
   more is a 429 with `Retry-After` at once rather than a queue the client cannot see. A request counts
   until its response (a whole stream) ends.
@@ -28,10 +29,6 @@ async def _send_error(send: Callable, status: int, body: dict, headers: dict[str
     await send({"type": "http.response.body", "body": data})
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     def __init__(self, app: ASGIApp, max_body_bytes: int):
         self.app, self.limit = app, max_body_bytes
@@ -52,29 +49,29 @@ class BodyLimit:
                     too_large = False
                 if too_large:
                     return await _send_error(send, 413, self._error())
-        seen = 0
-        started = False
-
-        async def counted_receive() -> dict:
-            nonlocal seen
+        # Read the body here (it is small by then) so that going over the limit is a 413, not a parse error.
+        parts, seen = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
+            if message["type"] != "http.request":  # the client left before its body was complete
+                return
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > self.limit:
+                return await _send_error(send, 413, self._error())
+            parts.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        async def tracked_send(message: dict) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(parts), "more_body": False}
+            return await receive()  # then disconnects, as the server reports them
 
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except _TooLarge:
-            if not started:
-                await _send_error(send, 413, self._error())
+        await self.app(scope, replay, send)
 
 
 def is_generation(scope: Scope) -> bool:
