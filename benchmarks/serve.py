@@ -18,6 +18,7 @@ The HTTP parts need llmops.serve.app (skipped with a note when it is missing).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import socket
@@ -27,6 +28,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -118,6 +120,7 @@ def http_chat(client: Any, base: str, question: str, tokens: int) -> tuple[str, 
 def load_run(client: Any, base: str, rate: float, seconds: float, tokens: int) -> dict[str, Any]:
     """Open-loop load: a request every 1/rate s for `seconds`, each on its own worker thread."""
     results: list[tuple[str, int, float, str | None, int]] = []
+    sent_order: dict[int, float] = {}
     lock = threading.Lock()
 
     def one(i: int) -> None:
@@ -127,6 +130,7 @@ def load_run(client: Any, base: str, rate: float, seconds: float, tokens: int) -
             result = (repr(exc), 0, 0.0, None, -1)
         with lock:
             results.append(result)
+            sent_order[len(results) - 1] = i
 
     count = max(1, int(rate * seconds))
     with ThreadPoolExecutor(max_workers=256) as pool:
@@ -139,9 +143,26 @@ def load_run(client: Any, base: str, rate: float, seconds: float, tokens: int) -
     wall = time.perf_counter() - started  # until the last answer (leaving the pool waits for it)
     ok = [r for r in results if r[4] == 200]
     latencies = [r[2] for r in ok] or [float("nan")]
-    return {"rate": rate, "sent": count, "errors": len(results) - len(ok), "wall": wall,
+    # Steady: the last third of the requests (by send time) waited no longer than the first third,
+    # within 50%; a server behind its load shows a queue (and latency) that grows during the run.
+    by_send = [r[2] for _, r in sorted((sent_order[k], r) for k, r in enumerate(results)) if r[4] == 200]
+    third = max(1, len(by_send) // 3)
+    steady = statistics.median(by_send[-third:]) <= 1.5 * statistics.median(by_send[:third]) if by_send else False
+    return {"rate": rate, "sent": count, "errors": len(results) - len(ok), "wall": wall, "steady": steady,
             "tokens": sum(r[1] for r in ok), "p50": pct(latencies, 50), "p99": pct(latencies, 99),
             "run_ids": [r[3] for r in ok], "statuses": sorted({r[4] for r in results if r[4] != 200})}
+
+
+@dataclass
+class Tally:
+    """One mode's figures summed over the rounds."""
+
+    tokens: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    identical: int = 0
+    answers: int = 0
+    errors: int = 0
 
 
 def main() -> None:
@@ -149,16 +170,19 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16, help="N prompts for (1)-(3)")
     parser.add_argument("--tokens", type=int, default=32, help="max_tokens of each request in (1)-(3)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent submitters/clients in (1b) and (3)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds of (1)-(3), in rotating order, so that load from other work hits all alike")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core to HTTP)")
     parser.add_argument("--load-seconds", type=float, default=30.0, help="length of the final load test")
     parser.add_argument("--load-tokens", type=int, default=16, help="max_tokens of each load-test request")
-    parser.add_argument("--probe-seconds", type=float, default=8.0, help="length of each rate probe")
-    parser.add_argument("--rates", type=float, nargs="+", default=[0.5, 1, 1.5, 2, 3, 4, 6],
+    parser.add_argument("--probe-seconds", type=float, default=10.0, help="length of each rate probe")
+    parser.add_argument("--rates", type=float, nargs="+", default=[0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 6],
                         help="request rates (per s) to probe, increasing")
     args = parser.parse_args()
 
     import torch
 
+    import llmops
     from llmops.models import Request, load_backend
     from llmops.serve.batcher import Batcher
 
@@ -168,99 +192,112 @@ def main() -> None:
     backend = load_backend("smollm2")
     questions = (QUESTIONS * (args.prompts // len(QUESTIONS) + 1))[: args.prompts]
     requests = [Request.chat([{"role": "user", "content": q}], max_tokens=args.tokens) for q in questions]
-    backend.generate(requests[0])  # warm-up
+    reference = [backend.generate(r).text for r in requests]  # also the warm-up
+    has_app = importlib.util.find_spec("llmops.serve.app") is not None
 
-    # (1) in-process, sequential
-    latencies, started = [], time.perf_counter()
-    sequential = []
-    for r in requests:
-        t = time.perf_counter()
-        sequential.append(backend.generate(r))
-        latencies.append(time.perf_counter() - t)
-    seq_s = time.perf_counter() - started
-    tokens = sum(g.completion_tokens for g in sequential)
-    print(f"\n{len(requests)} chat prompts, max_tokens {args.tokens}, greedy; {tokens} completion tokens in all")
-    rate1 = line("(1)  in-process generate, one at a time", tokens, seq_s, latencies)
-
-    # (1b) the batcher, 8 concurrent submitters
-    with Batcher(backend, max_batch_size=args.clients, wait_ms=5) as batcher:
-        def submit(r: Request) -> tuple[Any, float]:
-            t = time.perf_counter()
-            gen = batcher.submit(r).result_blocking()
-            return gen, time.perf_counter() - t
-
-        started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=args.clients) as pool:
-            batched = list(pool.map(submit, requests))
-        bat_s = time.perf_counter() - started
-        stats = batcher.stats
-    same = sum(g == s for (g, _), s in zip(batched, sequential))
-    rate1b = line(f"(1b) batcher, {args.clients} concurrent submitters", tokens, bat_s, [t for _, t in batched])
-    print(f"     {rate1b / rate1:.2f}x (1); {stats.rows_per_step:.1f} rows per forward pass on average; "
-          f"{same}/{len(requests)} answers identical to (1)")
-
-    if importlib.util.find_spec("llmops.serve.app") is None:
-        print("\nllmops.serve.app is not there yet: HTTP figures (2), (3) and the load test skipped")
-        return
-    import httpx
-
-    import llmops
-
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        batcher = stack.enter_context(Batcher(backend, max_batch_size=args.clients, wait_ms=5))
         ws = llmops.Workspace(Path(tmp) / "ws")
-        with serving(ws, max_batch_size=args.clients, max_concurrency=512, max_queue=4096) as base, \
-                httpx.Client(timeout=600, limits=httpx.Limits(max_connections=512)) as client:
+        base = client = None
+        if has_app:
+            import httpx
+
+            base = stack.enter_context(serving(ws, max_batch_size=args.clients, max_concurrency=512,
+                                               max_queue=4096))
+            client = stack.enter_context(httpx.Client(timeout=600, limits=httpx.Limits(max_connections=512)))
             http_chat(client, base, questions[0], args.tokens)  # warm-up (registers the model)
 
-            # (2) HTTP, one at a time
-            started = time.perf_counter()
-            one = [http_chat(client, base, q, args.tokens) for q in questions]
-            one_s = time.perf_counter() - started
-            http_tokens = sum(r[1] for r in one)
-            rate2 = line("(2)  HTTP, one request at a time", http_tokens, one_s, [r[2] for r in one])
-            same = sum(r[0] == g.text for r, g in zip(one, sequential))
-            print(f"     per token {100 * (rate1 / rate2 - 1):+.1f}% time vs (1) (goal: within 5%); "
-                  f"{same}/{len(requests)} answers identical to (1)")
+        def sequential() -> list[tuple[str, int, float, int]]:
+            out = []
+            for r in requests:
+                t = time.perf_counter()
+                gen = backend.generate(r)
+                out.append((gen.text, gen.completion_tokens, time.perf_counter() - t, 200))
+            return out
 
-            # (3) 8 concurrent HTTP clients
-            started = time.perf_counter()
+        def batched() -> list[tuple[str, int, float, int]]:
+            def one(r: Request) -> tuple[str, int, float, int]:
+                t = time.perf_counter()
+                gen = batcher.submit(r).result_blocking()
+                return gen.text, gen.completion_tokens, time.perf_counter() - t, 200
             with ThreadPoolExecutor(max_workers=args.clients) as pool:
-                many = list(pool.map(lambda q: http_chat(client, base, q, args.tokens), questions))
-            many_s = time.perf_counter() - started
-            rate3 = line(f"(3)  HTTP, {args.clients} concurrent clients", sum(r[1] for r in many), many_s,
-                         [r[2] for r in many])
-            same = sum(r[0] == g.text for r, g in zip(many, sequential))
-            print(f"     {rate3 / rate2:.2f}x the tokens/s of (2) (goal: >= 4x); "
-                  f"{same}/{len(requests)} answers identical to (1); errors: {sum(r[4] != 200 for r in many)}")
+                return list(pool.map(one, requests))
 
-            # load: probe rising rates, keep the highest with p99 < 2 x p50 and no errors
-            print(f"\nload test: chat requests (long answers, max_tokens {args.load_tokens}) at a fixed rate")
-            best = None
-            for rate in args.rates:
-                probe = load_run(client, base, rate, args.probe_seconds, args.load_tokens)
-                fine = probe["errors"] == 0 and probe["p99"] < 2 * probe["p50"]
-                print(f"  probe {rate:4.1f} req/s for {args.probe_seconds:.0f} s: p50 {probe['p50']:.2f} s, "
-                      f"p99 {probe['p99']:.2f} s, errors {probe['errors']} -> {'ok' if fine else 'over'}")
-                if not fine:
-                    break
-                best = rate
-            if best is None:
-                print("  no probed rate kept p99 < 2x p50; lower --rates")
-                return
-            final = load_run(client, base, best, args.load_seconds, args.load_tokens)
-            all_ids = final["run_ids"]
-        # the server is stopped: its tracer has flushed every run
+        def http_one() -> list[tuple[str, int, float, int]]:
+            return [http_chat(client, base, q, args.tokens)[:3] + (200,) for q in questions]
+
+        def http_many() -> list[tuple[str, int, float, int]]:
+            def one(q: str) -> tuple[str, int, float, int]:
+                text, n, seconds, _, status = http_chat(client, base, q, args.tokens)
+                return text, n, seconds, status
+            with ThreadPoolExecutor(max_workers=args.clients) as pool:
+                return list(pool.map(one, questions))
+
+        modes = {"(1)  in-process generate, one at a time": sequential,
+                 f"(1b) batcher, {args.clients} concurrent submitters": batched}
+        if has_app:
+            modes |= {"(2)  HTTP, one request at a time": http_one,
+                      f"(3)  HTTP, {args.clients} concurrent clients": http_many}
+        tallies = {name: Tally() for name in modes}
+        names = list(modes)
+        for round_ in range(args.rounds):
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                started = time.perf_counter()
+                results = modes[name]()
+                tally = tallies[name]
+                tally.seconds += time.perf_counter() - started
+                tally.tokens += sum(r[1] for r in results)
+                tally.latencies += [r[2] for r in results]
+                tally.identical += sum(r[0] == ref for r, ref in zip(results, reference))
+                tally.answers += len(results)
+                tally.errors += sum(r[3] != 200 for r in results)
+        stats = batcher.stats
+
+        print(f"\n{len(requests)} chat prompts x {args.rounds} rounds, max_tokens {args.tokens}, greedy")
+        rates = {}
+        for name, tally in tallies.items():
+            rates[name] = line(name, tally.tokens, tally.seconds, tally.latencies)
+            print(f"     {tally.identical}/{tally.answers} answers identical to in-process generate; "
+                  f"errors {tally.errors}")
+        r1, r1b, *http = rates.values()
+        print(f"(1b) / (1): {r1b / r1:.2f}x tokens/s; the batcher ran {stats.rows_per_step:.1f} rows per forward "
+              "pass on average")
+        if not has_app:
+            print("\nllmops.serve.app is not there yet: HTTP figures (2), (3) and the load test skipped")
+            return
+        r2, r3 = http
+        print(f"(2) vs (1): {100 * (r1 / r2 - 1):+.1f}% time per token (goal: within 5%)")
+        print(f"(3) / (2): {r3 / r2:.2f}x tokens/s (goal: >= 4x)")
+
+        # load: probe rising rates, keep the highest that the server sustains with p99 < 2 x p50, no errors
+        print(f"\nload test: chat requests (long answers, max_tokens {args.load_tokens}) sent at a fixed rate")
+        best = None
+        for rate in args.rates:
+            probe = load_run(client, base, rate, args.probe_seconds, args.load_tokens)
+            fine = probe["errors"] == 0 and probe["p99"] < 2 * probe["p50"] and probe["steady"]
+            print(f"  probe {rate:4.1f} req/s for {args.probe_seconds:.0f} s: p50 {probe['p50']:.2f} s, "
+                  f"p99 {probe['p99']:.2f} s, errors {probe['errors']}, "
+                  f"{'steady' if probe['steady'] else 'queue growing'} -> {'ok' if fine else 'over'}")
+            if not fine:
+                break
+            best = rate
+        if best is None:
+            print("  no probed rate kept p99 < 2x p50; lower --rates")
+            return
+        final = load_run(client, base, best, args.load_seconds, args.load_tokens)
+        stack.close()  # stops the server: its tracer has flushed every run
         missing = 0
-        for run_id in all_ids:
+        for run_id in final["run_ids"]:
             try:
                 ws.get_run(run_id)
             except Exception:
                 missing += 1
         ws.close()
+    ids = final["run_ids"]
     print(f"  {best:.1f} req/s for {args.load_seconds:.0f} s: {final['sent']} requests, errors {final['errors']} "
           f"{final['statuses'] or ''}, p50 {final['p50']:.2f} s, p99 {final['p99']:.2f} s "
-          f"({final['p99'] / final['p50']:.2f}x p50), {final['tokens'] / final['wall']:.1f} tokens/s; "
-          f"runs in the store: {len(all_ids) - missing}/{len(all_ids)}")
+          f"({final['p99'] / final['p50']:.2f}x p50), {'steady' if final['steady'] else 'queue growing'}, "
+          f"{final['tokens'] / final['wall']:.1f} tokens/s; runs in the store: {len(ids) - missing}/{len(ids)}")
 
 
 if __name__ == "__main__":

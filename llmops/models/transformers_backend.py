@@ -245,6 +245,7 @@ class Decoder:
         for i, r in enumerate(rows):
             input_ids[i, longest - len(r.prompt_ids):] = torch.tensor(r.prompt_ids, dtype=torch.long)
             mask[i, longest - len(r.prompt_ids):] = 1
+        input_ids, mask = input_ids.to(b.device), mask.to(b.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = b._forward(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
                          **b._keep_extra)
@@ -273,9 +274,10 @@ class Decoder:
         rows, b = self.rows, self.backend
         if not rows:
             return
-        feed = torch.tensor([[r.ids[-1]] for r in rows], dtype=torch.long)
-        positions = torch.tensor([[len(r.prompt_ids) + len(r.ids) - 1] for r in rows], dtype=torch.long)
-        mask = torch.cat([self._mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=-1)
+        feed = torch.tensor([[r.ids[-1]] for r in rows], dtype=torch.long, device=b.device)
+        positions = torch.tensor([[len(r.prompt_ids) + len(r.ids) - 1] for r in rows], dtype=torch.long,
+                                 device=b.device)
+        mask = torch.cat([self._mask, self._mask.new_ones((len(rows), 1))], dim=-1)
         try:
             out = b._forward(input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True,
                              **{b._cache_kw: self._cache}, **b._keep_extra)
@@ -333,7 +335,8 @@ def _sample(logits: Any, row: Row) -> int:
         outside = sorted_probs.cumsum(dim=-1) - sorted_probs > params.top_p
         sorted_probs[outside] = 0.0
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return int(torch.multinomial(probs[0], 1, generator=row.generator).item())
+    # the per-row generators live on the CPU, so a seed samples alike on any device
+    return int(torch.multinomial(probs[0].cpu(), 1, generator=row.generator).item())
 
 
 class TransformersBackend(Backend):
@@ -359,6 +362,11 @@ class TransformersBackend(Backend):
         self._max_positions = getattr(config, "max_position_embeddings", None)
         pad = self.tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (min(self._eos_ids) if self._eos_ids else 0)
+
+    @property
+    def device(self) -> Any:
+        """Where the model's weights are (the CPU, unless a caller moved `model`); inputs are made there."""
+        return getattr(self.model, "device", "cpu")
 
     def with_adapter(self, adapter_path: str | os.PathLike[str] | None) -> TransformersBackend:
         """The same base model with another adapter (or none); loaded models are shared via the cache."""
