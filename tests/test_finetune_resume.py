@@ -179,3 +179,35 @@ def test_resume_refuses_when_there_is_nothing_to_resume(job_ws):
     with pytest.raises(LLMOpsError, match="is a 'eval' run, not a fine-tuning run"):
         run_job(ws, "finetune/job.yaml", progress=False, resume=other.id)
     assert len(ws.search_runs("attributes.kind = 'finetune'")) == 1
+
+
+def test_ctrl_c_on_the_command_line_exits_130_and_resume_finishes_the_same_run(job_ws):
+    import time
+
+    import llmops.cli
+
+    ws = job_ws
+    job = (ws.root / "finetune" / "job.yaml").read_text()
+    job = job.replace("max_steps: 6", "max_steps: 80").replace("checkpoint_every: 2", "checkpoint_every: 1")
+    (ws.root / "finetune" / "long.yaml").write_text(job)
+    child = subprocess.Popen([sys.executable, "-m", "llmops.cli", "-w", str(ws.root), "finetune", "run",
+                              "finetune/long.yaml", "--device", "cpu"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and child.poll() is None:
+        if list(ws.home.glob("finetune/*/checkpoint-*")):  # training has started: Ctrl-C now
+            break
+        time.sleep(0.02)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 130, err[-2000:]
+    (run,) = ws.search_runs("attributes.kind = 'finetune'")
+    step = int(run.tags["checkpoint_step"])
+    assert run.status == "killed" and 0 < step < 80
+    assert f"interrupted after step {step}: checkpoint saved, run {run.id[:12]} marked killed" in err
+    assert "--resume" in err
+
+    assert llmops.cli.run(["-w", str(ws.root), "finetune", "run", "finetune/long.yaml", "--resume"]) == 0
+    info = ws.get_run(run.id)
+    assert info.status == "finished" and info.tags["adapter"] == "adapter/tiny-qa@1"
+    assert [s for s, _ in history(ws, run.id, "loss")] == list(range(1, 81))

@@ -117,7 +117,15 @@ def finetune_run(spec: Path = typer.Argument(..., help="A job spec, e.g. finetun
     load_job(spec, ws)  # a bad spec is refused before the training code loads
     from llmops.finetune.job import run_job
 
-    result = run_job(ws, spec, device=_device(device), resume=resume)
+    try:
+        result = run_job(ws, spec, device=_device(device), resume=resume)
+    except KeyboardInterrupt as exc:  # after a step, run_job saved a checkpoint and marked the run killed
+        if getattr(exc, "run_id", None):
+            typer.echo(f"interrupted after step {exc.step}: checkpoint saved, run {exc.run_id[:12]} marked killed; "
+                       f"continue it with `llmops finetune run {spec} --resume`", err=True)
+        else:
+            typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
     adapter = getattr(result, "adapter", None)
     if adapter is None:  # a rank other than 0 under torchrun pushes nothing
         return

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from llmops.errors import LLMOpsError
 from llmops.finetune import checkpoint as ckpt
 from llmops.finetune import distributed
-from llmops.finetune.train import LoraTrainer, Settings, StepStats, StopFlag, fit
+from llmops.finetune.train import LoraTrainer, Settings, StepStats, StopFlag, Stopped, fit
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,8 @@ def run_job(ws: Any, job_path: str | os.PathLike[str], *, device: str = "auto", 
     """Check the job, train it (or resume it), push the adapter; see the module docstring.
 
     `resume=True` continues the last unfinished run of this job, `resume="RUN_ID"` that run.
-    Ctrl-C saves a checkpoint, marks the run `killed` and raises KeyboardInterrupt (the CLI exits 130).
+    Ctrl-C (or SIGTERM) stops after the current step, saves a checkpoint, marks the run `killed` and
+    raises `Stopped` (a KeyboardInterrupt with `.step` and `.run_id`; the CLI exits 130).
     `on_step(stats, run)` is called on rank 0 after each step is logged (and checkpointed when due).
     """
     dist = distributed.from_env()
@@ -198,7 +199,13 @@ def _train(ws: Any, job: Any, report: Any, dist: distributed.Dist, device: Any, 
                 run.set_tag("checkpoint_step", step)
 
         after = (lambda stats: on_step(stats, run)) if on_step is not None and run is not None else None
-        fit(trainer, start_step=start, stop=stop, on_step=logged, on_eval=evaluated, save=save, after_step=after)
+        try:
+            fit(trainer, start_step=start, stop=stop, on_step=logged, on_eval=evaluated, save=save, after_step=after)
+        except Stopped as exc:
+            exc.run_id = run_id
+            if run is not None:
+                log.warning("stopped after step %d: checkpoint saved, run %s marked killed", exc.step, run_id)
+            raise
         if not dist.is_main:
             return JobResult(run_id, None, figures.to_dict())
         folder = _save_adapter(trainer, root)

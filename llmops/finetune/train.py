@@ -32,7 +32,7 @@ from llmops.finetune.distributed import Dist, shard
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoraSettings", "LoraTrainer", "Plan", "Settings", "StepStats", "StopFlag", "collate", "fit",
+__all__ = ["LoraSettings", "LoraTrainer", "Plan", "Settings", "StepStats", "StopFlag", "Stopped", "collate", "fit",
            "micro_batches", "plan"]
 
 IGNORE = -100
@@ -198,6 +198,17 @@ class StepStats:
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class Stopped(KeyboardInterrupt):
+    """Training stopped on request (Ctrl-C, SIGTERM) after step `step`, with a checkpoint saved.
+
+    A KeyboardInterrupt, so a run around it is marked `killed`; `run_id` is filled in by the job.
+    """
+
+    def __init__(self, step: int, run_id: str | None = None):
+        super().__init__(f"stopped after step {step}")
+        self.step, self.run_id = step, run_id
 
 
 class StopFlag:
@@ -449,7 +460,7 @@ def fit(trainer: LoraTrainer, *, start_step: int = 0, stop: StopFlag | None = No
     `after_step` (a hook for callers and tests: a step is complete, and checkpointed when due).
 
     When `stop` is requested (on any rank), the loop saves a checkpoint after the current step and
-    raises KeyboardInterrupt, so a job stopped by Ctrl-C resumes exactly where it stopped.
+    raises Stopped (a KeyboardInterrupt), so a job stopped by Ctrl-C resumes exactly where it stopped.
     """
     settings, total = trainer.settings, trainer.plan.total_steps
     done: list[StepStats] = []
@@ -473,5 +484,5 @@ def fit(trainer: LoraTrainer, *, start_step: int = 0, stop: StopFlag | None = No
         if trainer.dist.sum([1.0 if stop is not None and stop.requested else 0.0])[0] > 0:
             if save:
                 save(step)  # the same step again is kept as it is
-            raise KeyboardInterrupt
+            raise Stopped(step)
     return done
