@@ -216,6 +216,37 @@ def test_a_forward_pass_that_raises_fails_only_the_requests_it_touched(short_voc
         assert b.stats.failed == 1 and b.active == 0
 
 
+@pytest.fixture(scope="module")
+def sliding_llm(tiny_llm_dir, tmp_path_factory):
+    """A tiny Mistral with sliding-window attention: its KV cache layers are not plain DynamicLayers."""
+    import torch
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llm_dir)
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                           sliding_window=16, bos_token_id=tokenizer.bos_token_id,
+                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                           initializer_range=0.2)
+    folder = tmp_path_factory.mktemp("sliding") / "tiny-mistral"
+    MistralForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return load_backend(str(folder))
+
+
+def test_a_cache_that_cannot_be_merged_is_served_in_waves(sliding_llm):
+    requests = [Request.completion("abc", max_tokens=30), Request.completion("xy", max_tokens=5),
+                Request.completion("the cat sat", max_tokens=12), Request.completion("q", max_tokens=20)]
+    alone = [sliding_llm.generate(r) for r in requests]
+    assert sliding_llm.batch(requests) == alone
+    with Batcher(sliding_llm, max_batch_size=2) as b:
+        streams = [b.submit(r) for r in requests]
+        assert [s.result_blocking(60) for s in streams] == alone
+        # the third request waited for the whole first pair (no mid-flight merge), then the last two went together
+        assert (b.stats.prefills, b.stats.steps) == (2, 29 + 19)
+
+
 def test_concurrent_submitters_from_threads(tiny_llm):
     requests = _mixed_requests(tiny_llm)[:8]
     alone = [tiny_llm.generate(r) for r in requests]

@@ -192,7 +192,7 @@ class BatcherStats:
     rows_stepped: int = 0   # rows summed over those passes
     prefills: int = 0       # prefill forward passes (joining rows)
     rows_prefilled: int = 0
-    tokens: int = 0         # tokens generated
+    tokens: int = 0         # tokens generated for requests that finished (not failed or cancelled)
     finished: int = 0
     failed: int = 0
     cancelled: int = 0
