@@ -26,7 +26,8 @@ def _settings(**values):
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in err["loc"])
-        option = "--" + {"upstream_url": "upstream", "timeout_s": "timeout"}.get(field, field).replace("_", "-")
+        option = "--" + {"upstream_url": "upstream", "timeout_s": "timeout", "vllm_model": "model",
+                         "api_keys_required": "require-keys"}.get(field, field).replace("_", "-")
         message = err["msg"].removeprefix("Value error, ")
         if field:
             shown = str(values.get(field))
@@ -66,6 +67,8 @@ def serve(host: Optional[str] = typer.Option(None, help="Address to bind  [defau
                                                            "--upstream) or vllm  [default: transformers]"),
           upstream: Optional[str] = typer.Option(None, help="API root of the server the openai/vllm backend "
                                                             "forwards to, e.g. http://127.0.0.1:8001/v1"),
+          model: Optional[str] = typer.Option(None, help="The model the vllm backend starts `vllm serve` on "
+                                                         " [default: smollm2]"),
           max_concurrency: Optional[int] = typer.Option(None, help="Generation requests in flight (429 beyond) "
                                                                    " [default: 64]"),
           max_tokens_limit: Optional[int] = typer.Option(None, help="Largest max_tokens a request may ask for "
@@ -81,15 +84,10 @@ def serve(host: Optional[str] = typer.Option(None, help="Address to bind  [defau
     /healthz, /metrics (Prometheus); the API is documented at /docs."""
     import logging
 
-    settings = _settings(host=host, port=port, backend=backend, upstream_url=upstream,
+    settings = _settings(host=host, port=port, backend=backend, upstream_url=upstream, vllm_model=model,
                          max_concurrency=max_concurrency, max_tokens_limit=max_tokens_limit,
                          max_body_bytes=max_body_bytes, timeout_s=timeout, max_batch_size=max_batch_size,
                          api_keys_required=require_keys)
-    if settings.backend == "vllm" and not settings.upstream_url:
-        from llmops.errors import LLMOpsError
-
-        raise LLMOpsError("the vllm backend needs a running vLLM server here: start `vllm serve MODEL "
-                          "--enable-lora` and pass --upstream http://HOST:PORT/v1")
     ws = workspace()
     sock = _bind(settings.host, settings.port)
     try:
@@ -111,6 +109,10 @@ def serve(host: Optional[str] = typer.Option(None, help="Address to bind  [defau
             server.run(sockets=[sock])
         except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on; stopping is the normal end
             pass
+        if not server.started:
+            from llmops.errors import LLMOpsError
+
+            raise LLMOpsError("the server did not start (see the log above)")
         typer.echo("stopped", err=True)
     finally:
         sock.close()

@@ -74,7 +74,9 @@ class OpenAIBackend(Backend):
                 detail = detail.get("message", detail)
         except (ValueError, AttributeError):
             detail = response.text
-        raise BackendError(f"{self.base_url}{path} answered {response.status_code}: {detail}")
+        error = BackendError(f"{self.base_url}{path} answered {response.status_code}: {detail}")
+        error.status_code = response.status_code  # a server in front (llmops serve) answers a client error alike
+        raise error
 
     def _first_model(self) -> str:
         data = self._call("GET", "/models").json().get("data") or []

@@ -107,8 +107,19 @@ class Server:
         self.metrics = Metrics()
         self.in_flight = InFlight()
         self.tracer = _tracer(ws)
+        self.loras: Any = None     # the LoraRegistry of adapters loaded at run time (lora_admin)
+        self.vllm: Any = None      # the VLLMSupervisor of the vllm backend
+
+    def start_vllm(self) -> None:
+        """The vllm backend without an upstream: start and supervise `vllm serve`, then forward to it."""
+        from llmops.models.vllm_server import VLLMSettings, VLLMSupervisor
+
+        self.vllm = VLLMSupervisor(self.ws, self.settings.vllm_model or "smollm2", VLLMSettings(**self.settings.vllm))
+        self.engines.use_upstream(self.vllm.start())
 
     def close(self) -> None:
+        if self.vllm is not None:
+            self.vllm.close()
         self.engines.close()
         if self.tracer is not None:
             self.tracer.close()
@@ -214,7 +225,7 @@ class Server:
         deadline = time.monotonic() + self.settings.timeout_s
         try:
             call.params = body.params(limit=self.settings.max_tokens_limit, default=self.settings.default_max_tokens)
-            call.target = await run_in_threadpool(resolve, self.ws, body.model)
+            call.target = await run_in_threadpool(resolve, self.ws, body.model, self.loras)
             call.api_key = key_name(http)
             stream, to_outcome = await self.start(call, call.target, body, chat)
         except Exception as exc:
@@ -348,6 +359,8 @@ def create_app(ws: Workspace, settings: ServeSettings | None = None, **overrides
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if settings.backend == "vllm" and not settings.upstream_url:
+            await run_in_threadpool(server.start_vllm)
         yield
         await run_in_threadpool(server.close)
 
@@ -384,7 +397,7 @@ def create_app(ws: Workspace, settings: ServeSettings | None = None, **overrides
              dependencies=[Depends(require_key())], responses=ERRORS)
     async def models(request: Request) -> dict:
         """Base models, `BASE:ADAPTER` for each adapter of that base, and `chain/NAME` for each chain."""
-        return {"object": "list", "data": await run_in_threadpool(list_models, ws)}
+        return {"object": "list", "data": await run_in_threadpool(list_models, ws, server.loras)}
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the server answers and its store is readable")
     async def healthz() -> dict:
@@ -401,6 +414,13 @@ def create_app(ws: Workspace, settings: ServeSettings | None = None, **overrides
         body = server.metrics.render(server.engines.loaded(), server.in_flight.value)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    try:
+        from llmops.serve.lora_admin import LoraRegistry
+    except ImportError:
+        pass
+    else:  # adapters loaded by name at run time (vLLM's routes); one reloaded in place is loaded again
+        server.loras = app.state.loras = LoraRegistry(check=lambda lora: server.engines.forget(lora.path))
+
     from llmops.serve.chains_api import chains_router
 
     app.include_router(chains_router(server), dependencies=[Depends(require_key("chain"))])
@@ -409,13 +429,13 @@ def create_app(ws: Workspace, settings: ServeSettings | None = None, **overrides
 
 
 def _include_optional(app: FastAPI, server: Server) -> None:
-    """Routers of the feedback and LoRA-admin modules, where this checkout has them."""
-    for module, attr in (("llmops.serve.feedback", "router"), ("llmops.serve.lora_admin", "lora_router"),
-                         ("llmops.serve.lora_admin", "router")):
+    """The feedback and LoRA-admin routers, where this checkout has them."""
+    import importlib
+
+    for module in ("llmops.serve.feedback", "llmops.serve.lora_admin"):
         try:
-            mod = __import__(module, fromlist=[attr])
-            router = getattr(mod, attr)
+            router = importlib.import_module(module).router
         except (ImportError, AttributeError):
+            log.info("%s is not available; its routes are not served", module)
             continue
-        if not any(getattr(r, "path", None) in {getattr(x, "path", None) for x in router.routes} for r in app.routes):
-            app.include_router(router)
+        app.include_router(router)

@@ -252,6 +252,19 @@ class Engines:
         if settings.backend in ("openai", "vllm") and settings.upstream_url:
             self.upstream = UpstreamEngine(settings.upstream_url, self.executor, timeout_s=settings.timeout_s)
 
+    def use_upstream(self, base_url: str) -> None:
+        """Forward every generation to this server from now on (the vllm backend, once vLLM is up)."""
+        self.upstream = UpstreamEngine(base_url, self.executor, timeout_s=self.settings.timeout_s)
+
+    def forget(self, adapter_folder: str) -> None:
+        """An adapter folder reloaded in place: the next request loads it again."""
+        with self._lock:
+            engines = list(self._by_source.values())
+        for engine in engines:
+            batcher = getattr(engine, "batcher", None)
+            if batcher is not None:
+                batcher.forget(adapter_folder)
+
     def get(self, target: Target) -> Any:
         """The engine that serves `target`'s base model (built now if needed; BackendError if it cannot load)."""
         if self.upstream is not None:

@@ -10,8 +10,12 @@
     413     invalid_request_error     a body over `max_body_bytes` (`code`: request_too_large)
     422     invalid_request_error     a chain route's input that fails the chain's input schema (as LangServe)
     429     rate_limit_error          `max_concurrency` requests in flight, or the batch queue is full; `Retry-After`
+    500     server_error              a chain failed while running (its parse step found no JSON, ...)
     503     service_unavailable_error the backend failed (a crashed engine, an unreachable upstream) or the request ran
                                       past `timeout_s` (`code`: timeout); the server keeps serving
+
+An upstream server's client errors (400, 404, 413, 422, 429 from the server the openai/vllm backend
+forwards to) are passed on with their status.
 
 OpenAI's clients map these statuses to their exceptions (`openai.BadRequestError`, `NotFoundError`,
 `RateLimitError`, `InternalServerError` for 503, …). Timeouts answer 503 rather than 504 because the server
@@ -59,6 +63,10 @@ def from_exception(exc: BaseException) -> APIError:
         return APIError(400, str(exc), param="model", code="invalid_model")
     if isinstance(exc, BackendError):
         text = str(exc)
+        upstream = getattr(exc, "status_code", None)  # an upstream server's answer (openai/vllm backends)
+        if upstream in (400, 404, 413, 422, 429):
+            return APIError(upstream, text, code="upstream_error",
+                            headers={"retry-after": "1"} if upstream == 429 else None)
         if "overloaded" in text:  # the batcher's queue is full
             return APIError(429, text, code="queue_full", headers={"retry-after": "1"})
         if "shorten the prompt" in text:  # the transformers backend's context-length check

@@ -116,12 +116,18 @@ def resolve_adapter(ws: Any, ref: str, model_av: AssetVersion) -> tuple[AssetVer
         raise APIError(400, str(exc), param="model", code="adapter_base_mismatch") from None
 
 
-def resolve(ws: Any, name: str) -> Target:
-    """Resolve a request's `model` (see the module docstring); unknown names are a 404 listing what exists."""
+def resolve(ws: Any, name: str, loras: Any = None) -> Target:
+    """Resolve a request's `model` (see the module docstring); unknown names are a 404 listing what exists.
+
+    `loras` (the app's `LoraRegistry`) holds adapter folders loaded at run time by name, as vLLM's
+    `/v1/load_lora_adapter` does; such a name is served on the base model it was made from.
+    """
     from llmops.store.refs import parse_ref
 
     if not isinstance(name, str) or not name.strip():
         raise APIError(400, "`model` is empty; name one from /v1/models", param="model", code="invalid_model")
+    if loras is not None and name in loras:
+        return _loaded_lora(ws, name, loras[name])
     if name.startswith("chain/"):
         try:
             av = ws.registry.get(str(parse_ref(name, kinds=("chain",))), record=False)
@@ -137,6 +143,30 @@ def resolve(ws: Any, name: str) -> Target:
     adapter_av, folder = resolve_adapter(ws, adapter, model_av)
     return Target(name=name, model=model_av, adapter=adapter_av, adapter_folder=folder,
                   labels={"model": model_av.name, "adapter": adapter_av.name, "chain": ""})
+
+
+def _loaded_lora(ws: Any, name: str, lora: Any) -> Target:
+    """A runtime-loaded adapter: its base is the model asset whose files it names (`base_model_name_or_path`),
+    or the only model asset there is."""
+    from llmops.models.sources import resolve_source
+
+    models = ws.registry.list("model")
+    base = None
+    if lora.base_model:
+        for av in models:
+            try:
+                if resolve_source(av.spec.get("source", "")).folder == resolve_source(lora.base_model).folder:
+                    base = av
+            except Exception:  # a base path that does not exist here: fall back below
+                pass
+    if base is None and len(models) == 1:
+        base = models[0]
+    if base is None:
+        raise APIError(400, f"adapter {name!r} was loaded from {lora.path}, whose base model "
+                            f"({lora.base_model or 'not recorded'}) is not one this server serves",
+                       param="model", code="adapter_base_mismatch")
+    return Target(name=name, model=base, adapter_folder=Path(lora.path),
+                  labels={"model": base.name, "adapter": name, "chain": ""})
 
 
 def adapter_base(av: AssetVersion) -> str | None:
@@ -156,8 +186,9 @@ def adapter_base(av: AssetVersion) -> str | None:
     return None
 
 
-def list_models(ws: Any) -> list[dict[str, Any]]:
-    """`/v1/models` entries: base models, `BASE:ADAPTER` for each adapter of that base, `chain/NAME`.
+def list_models(ws: Any, loras: Any = None) -> list[dict[str, Any]]:
+    """`/v1/models` entries: base models, `BASE:ADAPTER` for each adapter of that base, `chain/NAME`, and
+    the adapters loaded at run time by name.
 
     An adapter whose spec records no base model is listed under every base.
     """
@@ -178,4 +209,6 @@ def list_models(ws: Any) -> list[dict[str, Any]]:
                           "parent": b})
     for av in ws.registry.list("chain"):
         cards.append({"id": f"chain/{av.name}", "created": int(av.created_at.timestamp()), "root": av.ref})
+    for lora in (loras.values() if loras is not None else []):
+        cards.append({"id": lora.name, "created": int(lora.loaded_at), "root": lora.path, "parent": lora.base_model})
     return cards

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -28,6 +28,10 @@ class ServeSettings(BaseModel):
                                     "`vllm`: start and supervise `vllm serve`, then forward to it.")
     upstream_url: str | None = Field(None, description="API root of the OpenAI-compatible server the `openai` backend "
                                                        "forwards to, e.g. http://127.0.0.1:8001/v1.")
+    vllm_model: str | None = Field(None, description="The model the `vllm` backend starts `vllm serve` on "
+                                                     "(default: smollm2); not for the other backends.")
+    vllm: dict[str, Any] = Field(default_factory=dict, description="llmops.models.vllm_server.VLLMSettings fields "
+                                                                   "(max_lora_rank, extra_args, command, ...).")
     api_keys_required: bool | None = Field(
         None, description="Require `Authorization: Bearer KEY`; unset means: required as soon as a key exists.")
     max_body_bytes: int = Field(1_000_000, ge=1024, le=1 << 30, description="Largest request body (413 beyond).")
@@ -77,6 +81,11 @@ class ServeSettings(BaseModel):
                              "(--upstream http://HOST:PORT/v1)")
         if self.backend == "transformers" and self.upstream_url:
             raise ValueError("upstream_url only applies to the openai and vllm backends (--backend openai)")
+        if self.backend == "vllm" and self.upstream_url and (self.vllm_model is not None or self.vllm):
+            raise ValueError("with upstream_url the vllm backend forwards to a running vLLM; vllm_model and vllm "
+                             "settings only apply when llmops starts it")
+        if (self.vllm_model is not None or self.vllm) and self.backend != "vllm":
+            raise ValueError("vllm_model and vllm settings only apply to the vllm backend (--backend vllm)")
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens_limit "
                              f"({self.max_tokens_limit})")
