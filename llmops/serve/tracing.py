@@ -19,7 +19,7 @@ What a request run holds:
 
     params    route, model (as asked), model_ref, adapter_ref, chain_ref, and the generation params
               (temperature, top_p, max_tokens, seed, stop) — what `llmops replay` needs
-    tags      request (the body as JSON), response (the text) or output (a chain's output as JSON),
+    tags      request (the body as JSON), response (the text), output (a chain's output as JSON),
               retrieved (chunk ids and scores as JSON), api_key (the key's name), finish_reason
     metrics   latency_ms.<part> (total, queue, first_token, a chain's steps …), tokens.prompt, tokens.completion
     edges     used -> every version the answer came from (model, adapter, chain, prompts, indexes)
@@ -117,6 +117,13 @@ def _safe_text(value: Any, limit: int = MAX_TEXT) -> str:
     return text
 
 
+def _json(value: Any) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return json.dumps(repr(value))
+
+
 def _number(value: Any) -> float | None:
     try:
         number = float(value)
@@ -132,13 +139,13 @@ def to_recorded(trace: RequestTrace, user: str) -> RecordedRun:
     params = {"route": trace.route, "model": trace.model, "model_ref": trace.model_ref,
               "adapter_ref": trace.adapter_ref, "chain_ref": trace.chain_ref}
     params.update({k: trace.params.get(k) for k in GENERATION_PARAMS if k in trace.params})
-    tags: dict[str, Any] = {"request": trace.request}
+    tags: dict[str, Any] = {"request": _json(trace.request)}  # JSON values always as JSON, a string too
     if trace.response_text is not None:
         tags["response"] = trace.response_text
     if trace.output is not None:
-        tags["output"] = trace.output
+        tags["output"] = _json(trace.output)
     if trace.retrieved:
-        tags["retrieved"] = trace.retrieved
+        tags["retrieved"] = _json(trace.retrieved)
     if trace.api_key:
         tags["api_key"] = trace.api_key
     if trace.finish_reason:
