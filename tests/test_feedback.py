@@ -145,3 +145,24 @@ def test_export_cli_pushes_or_says_there_is_nothing(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)[0]["score"] == 0.3
     assert cli.run(["-w", str(w), "feedback", "export", "--min-score", "nan"]) == 2
     assert "must be a finite number" in capsys.readouterr().err
+
+
+def test_feedback_on_an_answer_of_the_server_right_after_it(tiny_llm_dir, tmp_path):
+    import openai
+
+    from support_serve import build_served_ws, serve_ws
+
+    ws = build_served_ws(tmp_path, tiny_llm_dir)
+    with serve_ws(ws) as base:
+        client = openai.OpenAI(base_url=base.v1, api_key="unused", max_retries=0)
+        answer = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "abc"}],
+                                                max_tokens=3)
+        r = httpx.post(f"{base}/v1/feedback", json={"id": answer.id, "score": 0, "correction": "Better."})
+        assert r.status_code == 200, r.text
+        assert httpx.post(f"{base}/v1/feedback", json={"id": "nope", "score": 1}).status_code == 404
+        assert httpx.post(f"{base}/v1/feedback", json={"id": answer.id}).status_code == 422
+    result = export_feedback(ws, min_score=1)
+    lines = ws.registry.read_file(result.version, "feedback.jsonl").decode().splitlines()
+    assert json.loads(lines[0]) == {"messages": [{"role": "user", "content": "abc"},
+                                                 {"role": "assistant", "content": "Better."}]}
+    ws.close()

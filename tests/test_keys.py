@@ -193,3 +193,27 @@ def test_migration_0004_on_a_store_at_0003_keeps_its_runs(tmp_path, store_url):
     assert ws.get_run("0123456789abcdef0123456789abcdef").name == "old"
     create_key(ws, "bot")
     ws.close()
+
+
+def test_keys_through_the_server_with_the_openai_client(tiny_llm_dir, tmp_path):
+    """The official client sees 401 and 403 as its AuthenticationError and PermissionDeniedError."""
+    import openai
+
+    from support_serve import build_served_ws, serve_ws
+
+    ws = build_served_ws(tmp_path, tiny_llm_dir)
+    _, secret = create_key(ws, "bot", ["tiny"])
+    messages = [{"role": "user", "content": "abc"}]
+    with serve_ws(ws) as base:
+        with pytest.raises(openai.AuthenticationError) as no_key:
+            openai.OpenAI(base_url=base.v1, api_key="not-a-key", max_retries=0).chat.completions.create(
+                model="tiny", messages=messages, max_tokens=2)
+        assert no_key.value.body["type"] == "authentication_error"
+        client = openai.OpenAI(base_url=base.v1, api_key=secret, max_retries=0)
+        answer = client.chat.completions.create(model="tiny", messages=messages, max_tokens=2)
+        with pytest.raises(openai.PermissionDeniedError, match="may not use 'tiny:qa-lora'"):
+            client.chat.completions.create(model="tiny:qa-lora", messages=messages, max_tokens=2)
+        base.app.state.tracer.flush()
+    # the run records which key asked
+    assert ws.get_run(answer.id.removeprefix("chatcmpl-")).tags["api_key"] == "bot"
+    ws.close()

@@ -123,3 +123,18 @@ def test_read_lora_config_names_what_is_wrong(tmp_path):
     (tmp_path / "adapter_config.json").write_text('{"peft_type": "PREFIX_TUNING"}')
     with pytest.raises(Exception, match="PREFIX_TUNING adapter, not LoRA"):
         read_lora_config(tmp_path)
+
+
+def test_the_routes_of_the_server(tiny_llm_dir, tmp_path, adapter_dir, allowed):
+    from support_serve import build_served_ws, serve_ws
+
+    ws = build_served_ws(tmp_path, tiny_llm_dir)
+    with serve_ws(ws) as base:
+        ok = httpx.post(f"{base}/v1/load_lora_adapter", json={"lora_name": "qa", "lora_path": str(adapter_dir)})
+        assert (ok.status_code, ok.text) == (200, "Success: LoRA adapter 'qa' added successfully.")
+        assert "qa" in base.app.state.loras
+        gone = httpx.post(f"{base}/v1/unload_lora_adapter", json={"lora_name": "nope"})
+        assert gone.status_code == 404 and gone.json()["error"]["message"] == "The lora adapter 'nope' cannot be found."
+        paths = httpx.get(f"{base}/openapi.json").json()["paths"]
+        assert {"/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/v1/feedback"} <= set(paths)
+    ws.close()

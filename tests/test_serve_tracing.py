@@ -159,3 +159,34 @@ def test_a_closed_tracer_drops_and_says_so(ws, caplog):
     tracer.close()
     assert tracer.record(_trace(ws)) is False
     assert tracer.dropped == 1 and "tracer is closed" in caplog.text
+
+
+def test_concurrent_requests_through_the_server_are_all_runs_with_their_usage(tiny_llm_dir, tmp_path):
+    """Sixteen clients at once: every answer's id names a stored request run with its tokens and versions."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from support_serve import build_served_ws, serve_ws
+
+    ws = build_served_ws(tmp_path, tiny_llm_dir)
+    with serve_ws(ws) as base:
+        def ask(i):
+            body = {"model": "tiny:qa-lora@2" if i % 2 else "tiny", "max_tokens": 4 + i % 3,
+                    "messages": [{"role": "user", "content": f"abc {i}"}]}
+            r = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=120)
+            assert r.status_code == 200, r.text
+            return r.headers["x-llmops-run-id"], r.json()
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(ask, range(16)))
+        assert base.app.state.tracer.flush(timeout=60)
+    for run_id, answer in answers:
+        assert answer["id"] == f"chatcmpl-{run_id}"
+        run = ws.get_run(answer["id"].removeprefix("chatcmpl-"))
+        assert (run.kind, run.status, run.tags["response"]) == ("request", "finished", answer["choices"][0]["message"]["content"])
+        assert run.metrics["tokens.completion"] == answer["usage"]["completion_tokens"]
+        assert run.metrics["tokens.prompt"] == answer["usage"]["prompt_tokens"] and run.metrics["latency_ms.total"] > 0
+        used = {d for s, r, d in ws.lineage(run.id, depth=1).upstream if r == "used"}
+        assert used == ({"model/tiny@1", "adapter/qa-lora@2"} if answer["model"].endswith("@2") else {"model/tiny@1"})
+    ws.close()
