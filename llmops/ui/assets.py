@@ -149,17 +149,20 @@ def router(ui: UI) -> APIRouter:
             raise BadRequest("give two versions to compare: ?a=1&b=2 (numbers or aliases)")
         ref_a, ref_b = f"{kind}/{name}@{a}", f"{kind}/{name}@{b}"
         va, vb = ws.registry.get(ref_a, record=False), ws.registry.get(ref_b, record=False)
-        prompt_diff, rows = None, None
+        prompt_diff, rows, note = None, None, None
         if kind == "prompt":
             from llmops.prompts.diff import template_text
             from llmops.prompts.spec import PromptSpec
 
-            prompt_diff = ws.prompts.diff(ref_a, ref_b)
-            rows = side_by_side(template_text(PromptSpec.model_validate(va.spec)),
-                                template_text(PromptSpec.model_validate(vb.spec)))
+            try:
+                prompt_diff = ws.prompts.diff(ref_a, ref_b)
+                rows = side_by_side(template_text(PromptSpec.model_validate(va.spec)),
+                                    template_text(PromptSpec.model_validate(vb.spec)))
+            except (LLMOpsError, ValueError) as exc:  # a stored spec this llmops cannot read as a prompt
+                prompt_diff, rows, note = None, None, f"shown as a spec diff: {str(exc).splitlines()[0]}"
         from llmops.ui.evals import eval_deltas
 
-        return ui.render(request, "diff.html.j2", kind=kind, name=name, va=va, vb=vb, rows=rows,
+        return ui.render(request, "diff.html.j2", kind=kind, name=name, va=va, vb=vb, rows=rows, note=note,
                          prompt_diff=prompt_diff, structured=ws.registry.diff(va.ref, vb.ref),
                          evals=eval_deltas(ws, va.ref, vb.ref))
 
