@@ -251,3 +251,49 @@ def test_every_request_is_a_run_with_used_versions(base, client, served_ws):
     used = {dst for src, rel, dst in served_ws.lineage(resp.id.removeprefix("chatcmpl-")).upstream if rel == "used"}
     assert {"chain/ask@1", "prompt/ask@1", "model/tiny@1"} <= used
     assert json.loads(served_ws.get_run(resp.id.removeprefix("chatcmpl-")).tags["request"])["model"] == "chain/ask"
+
+
+def test_an_adapter_loaded_at_run_time_is_a_model_name(base, client, served_ws, tiny_llm_dir, monkeypatch):
+    """vLLM's /v1/load_lora_adapter: the loaded name is served (on its base) and listed."""
+    from llmops.models import load_backend
+
+    monkeypatch.setenv("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "true")
+    folder = served_ws.adapter_dirs[2]
+    r = httpx.post(base.v1 + "/load_lora_adapter", json={"lora_name": "mine", "lora_path": str(folder)})
+    assert r.status_code == 200, r.text
+    try:
+        expected = load_backend(str(tiny_llm_dir), adapter_path=folder).chat(CHAT, max_tokens=8).text
+        resp = client.chat.completions.create(model="mine", messages=CHAT, max_tokens=8)
+        assert resp.choices[0].message.content == expected
+        assert "mine" in {m.id for m in client.models.list()}
+    finally:
+        httpx.post(base.v1 + "/unload_lora_adapter", json={"lora_name": "mine"})
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="mine", messages=CHAT, max_tokens=8)
+
+
+def test_api_keys_guard_models_and_chains(tmp_path, tiny_llm_dir):
+    import llmops
+    from llmops.models import model_spec
+    from llmops.serve.keys import create_key
+
+    ws = llmops.Workspace(tmp_path / "ws")
+    try:
+        ws.registry.push("model", "tiny", spec=model_spec(tiny_llm_dir))
+        _, secret = create_key(ws, "bot", scopes=["tiny"])
+        with serve_ws(ws) as served:
+            with pytest.raises(openai.AuthenticationError):
+                openai.OpenAI(base_url=served.v1, api_key="wrong", max_retries=0).chat.completions.create(
+                    model="tiny", messages=CHAT, max_tokens=2)
+            keyed = openai.OpenAI(base_url=served.v1, api_key=secret, max_retries=0)
+            assert keyed.chat.completions.create(model="tiny", messages=CHAT, max_tokens=2).choices
+            with pytest.raises(openai.PermissionDeniedError) as info:
+                keyed.chat.completions.create(model="chain/ask", messages=CHAT, max_tokens=2)
+            assert info.value.body["type"] == "permission_error"
+            r = httpx.post(served.v1 + "/chains/ask/invoke", json={"input": {"question": "x"}},
+                           headers={"Authorization": f"Bearer {secret}"})
+            assert r.status_code == 403
+            assert httpx.get(served + "/healthz").status_code == 200
+            assert httpx.get(served.v1 + "/models").status_code == 401
+    finally:
+        ws.close()
