@@ -17,7 +17,8 @@ from sqlalchemy import inspect, select, text
 import llmops
 from llmops import cli
 from llmops.errors import InvalidValue, LLMOpsError
-from llmops.serve.keys import KeyNotFound, authenticate, covers, create_key, list_keys, require_key, revoke_key
+from llmops.errors import NotFound
+from llmops.serve.keys import authenticate, covers, create_key, list_keys, require_key, revoke_key
 from llmops.store import migrate
 from llmops.store.schema import ApiKeyRow
 
@@ -94,10 +95,10 @@ def test_key_names_and_scopes_are_checked(ws):
         create_key(ws, "other", [""])
     with pytest.raises(InvalidValue, match="printable"):
         create_key(ws, "x\x1b[2J")
-    with pytest.raises(KeyNotFound, match="no API key named 'ghost'"):
+    with pytest.raises(NotFound, match="no API key named 'ghost'"):
         revoke_key(ws, "ghost")
     revoke_key(ws, "bot")
-    with pytest.raises(KeyNotFound, match="already revoked"):
+    with pytest.raises(NotFound, match="already revoked"):
         revoke_key(ws, "bot")
     assert [k.name for k in list_keys(ws)] == ["bot"]
 

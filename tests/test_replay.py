@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from llmops import cli
-from llmops.serve.replay import NotReplayable, replay
+from llmops.errors import LLMOpsError
+from llmops.serve.replay import replay
 from llmops.serve.tracing import RequestTrace
 from llmops.workspace import new_run_id
 
@@ -110,11 +111,11 @@ def test_sampled_failed_unknown_and_non_request_runs_are_not_replayable(server, 
     missing = httpx.post(f"{server[1]}/v1/chat/completions", json={"model": "nosuch", "messages": QUESTION})
     assert missing.status_code == 404
     server[1].app.state.tracer.flush()
-    with pytest.raises(NotReplayable, match="did not finish"):
+    with pytest.raises(LLMOpsError, match="did not finish"):
         replay(ws, missing.headers["x-llmops-run-id"])
     code, _, err = _cli(ws, "replay", "chatcmpl-" + "0" * 32, capsys=capsys)
     assert code == 2 and "no run with id" in err
     with ws.start_run("not a request") as run:
         pass
-    with pytest.raises(NotReplayable, match="not a served request"):
+    with pytest.raises(LLMOpsError, match="not a served request"):
         replay(ws, run.id)

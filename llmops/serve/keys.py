@@ -44,16 +44,12 @@ if TYPE_CHECKING:
 
     from llmops.workspace import Workspace
 
-__all__ = ["ApiKey", "KeyNotFound", "authenticate", "covers", "create_key", "keys_required", "list_keys",
+__all__ = ["ApiKey", "authenticate", "covers", "create_key", "keys_required", "list_keys",
            "require_key", "revoke_key"]
 
 SECRET_PREFIX = "llmops-"
 PREFIX_LEN = len(SECRET_PREFIX) + 8  # what is stored and shown of a secret
 MAX_SCOPE = 255
-
-
-class KeyNotFound(NotFound):
-    """No API key of that name (or it is already revoked)."""
 
 
 @dataclass(frozen=True)
@@ -156,9 +152,9 @@ def revoke_key(ws: "Workspace", name: str) -> ApiKey:
                             .values(revoked_at=time.time()))
         row = conn.execute(select(ApiKeyRow).where(ApiKeyRow.name == name)).first()
     if row is None:
-        raise KeyNotFound(f"no API key named {name[:80]!r}; list them with `llmops keys list`")
+        raise NotFound(f"no API key named {name[:80]!r}; list them with `llmops keys list`")
     if done.rowcount == 0:
-        raise KeyNotFound(f"API key {name!r} was already revoked")
+        raise NotFound(f"API key {name!r} was already revoked")
     return _key(row)
 
 

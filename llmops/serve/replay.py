@@ -8,7 +8,8 @@ A chat or completion request is generated again by the recorded model version (a
 with the recorded generation params; a chain request loads the recorded chain version and runs it
 again on the recorded input, without opening a run, after checking that the chain still resolves
 to the versions the request used (an alias that moved since makes it not replayable: loading the chain
-now would use other versions). `NotReplayable` (an LLMOpsError) says why a request cannot be replayed.
+now would use other versions). An LLMOpsError says why a request cannot be replayed (RunNotFound for
+an unknown id).
 """
 
 from __future__ import annotations
@@ -23,11 +24,7 @@ from llmops.serve.tracing import RUN_KIND, run_id_of
 if TYPE_CHECKING:
     from llmops.workspace import Workspace
 
-__all__ = ["NotReplayable", "ReplayResult", "replay"]
-
-
-class NotReplayable(LLMOpsError):
-    """A stored request that cannot be re-run exactly (sampled without a seed, failed, not a request)."""
+__all__ = ["ReplayResult", "replay"]
 
 
 @dataclass
@@ -69,7 +66,7 @@ def _generation_params(params: dict[str, str]) -> dict[str, Any]:
         if params.get("seed") not in (None, "None", "null"):
             out["seed"] = int(params["seed"])
     except ValueError as exc:
-        raise NotReplayable(f"a recorded generation param does not parse ({exc})") from None
+        raise LLMOpsError(f"a recorded generation param does not parse ({exc})") from None
     if "stop" in params:
         stop = _loads(params["stop"])
         out["stop"] = [stop] if isinstance(stop, str) else list(stop or [])
@@ -88,13 +85,13 @@ def _llm_request(route: str, body: Any, gen: dict[str, Any]) -> Any:
     from llmops.models import Request
 
     if not isinstance(body, dict):
-        raise NotReplayable("the recorded request body is missing or not a JSON object")
+        raise LLMOpsError("the recorded request body is missing or not a JSON object")
     if route == "completions":
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1:
             prompt = prompt[0]
         if not isinstance(prompt, str):
-            raise NotReplayable("the recorded completion request holds no single text prompt")
+            raise LLMOpsError("the recorded completion request holds no single text prompt")
         return Request.completion(prompt, **gen)
     messages = [{"role": m.get("role"), "content": _text(m.get("content"))}
                 for m in body.get("messages") or [] if isinstance(m, dict)]
@@ -121,18 +118,18 @@ def _used(ws: "Workspace", run_id: str) -> list[str]:
 
 
 def replay(ws: "Workspace", some_id: str) -> ReplayResult:
-    """Re-run the request a response id or run id names; NotReplayable (or RunNotFound) says why not."""
+    """Re-run the request a response id or run id names; LLMOpsError (RunNotFound for an unknown id) says why not."""
     run = ws.get_run(run_id_of(some_id))
     if run.kind != RUN_KIND:
-        raise NotReplayable(f"run {run.id} is a {run.kind!r} run, not a served request; replay re-runs requests "
+        raise LLMOpsError(f"run {run.id} is a {run.kind!r} run, not a served request; replay re-runs requests "
                             "(their ids start with chatcmpl- or cmpl-, or show as kind 'request' in `llmops runs list`)")
     if run.status != "finished":
-        raise NotReplayable(f"request {run.id} did not finish ({run.status}: {run.error or 'no error recorded'}); "
+        raise LLMOpsError(f"request {run.id} did not finish ({run.status}: {run.error or 'no error recorded'}); "
                             "there is no answer to compare with")
     params = run.params
     gen = _generation_params(params)
     if gen.get("temperature", 0.0) > 0 and "seed" not in gen:
-        raise NotReplayable(f"request {run.id} sampled (temperature {gen['temperature']:g}) without a seed, so its "
+        raise LLMOpsError(f"request {run.id} sampled (temperature {gen['temperature']:g}) without a seed, so its "
                             "answer cannot be reproduced; send `seed` (or temperature 0) to make requests replayable")
     route = params.get("route", "")
     body = _loads(run.tags.get("request"))
@@ -144,7 +141,7 @@ def replay(ws: "Workspace", some_id: str) -> ReplayResult:
     elif params.get("model_ref"):
         _replay_generation(ws, run, body, gen, result)
     else:
-        raise NotReplayable(f"request {run.id} records no model or chain version (it failed before resolving one)")
+        raise LLMOpsError(f"request {run.id} records no model or chain version (it failed before resolving one)")
     return result
 
 
@@ -152,7 +149,7 @@ def _replay_generation(ws: "Workspace", run: Any, body: Any, gen: dict, result: 
     from llmops.models import load_backend
 
     if "response" not in run.tags:
-        raise NotReplayable(f"request {run.id} recorded no answer")
+        raise LLMOpsError(f"request {run.id} recorded no answer")
     model_av = ws.registry.get(run.params["model_ref"], record=False)
     adapter_path = None
     if run.params.get("adapter_ref"):
@@ -170,14 +167,14 @@ def _replay_chain(ws: "Workspace", run: Any, chain_ref: str, body: Any, used: li
     chain = ws.chains.load(chain_ref)
     moved = sorted(set(chain.versions) - set(used))
     if moved:
-        raise NotReplayable(f"chain {chain_ref} now resolves to {', '.join(moved)}, which request {run.id} did not "
+        raise LLMOpsError(f"chain {chain_ref} now resolves to {', '.join(moved)}, which request {run.id} did not "
                             f"use (it used {', '.join(used)}): an alias moved since, so replaying would use other "
                             "versions")
     for name, bound in chain.pinned.bound.items():
         params = getattr(bound, "params", None)
         if hasattr(bound, "backend") and isinstance(params, dict) and params.get("temperature", 0) > 0 \
                 and params.get("seed") is None:
-            raise NotReplayable(f"step {name!r} of {chain_ref} samples (temperature {params['temperature']:g}) "
+            raise LLMOpsError(f"step {name!r} of {chain_ref} samples (temperature {params['temperature']:g}) "
                                 "without a seed, so its answer cannot be reproduced")
     if result.route.startswith("chains."):
         inputs = body if isinstance(body, dict) else None
@@ -190,10 +187,10 @@ def _replay_chain(ws: "Workspace", run: Any, chain_ref: str, body: Any, used: li
             users = [body["prompt"]]
         texts = [n for n, v in chain.pinned.spec.inputs.items() if v.type == "str"]
         if not users or len(texts) != 1:
-            raise NotReplayable(f"cannot tell which input of {chain_ref} request {run.id} filled")
+            raise LLMOpsError(f"cannot tell which input of {chain_ref} request {run.id} filled")
         inputs = {texts[0]: users[-1]}
     if not isinstance(inputs, dict):
-        raise NotReplayable(f"request {run.id} recorded no chain input")
+        raise LLMOpsError(f"request {run.id} recorded no chain input")
     execute = getattr(chain, "execute", None)
     if execute is not None:  # runs the chain without opening a run of its own
         gen = execute(inputs)
