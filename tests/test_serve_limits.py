@@ -77,6 +77,9 @@ def test_body_over_the_limit_is_413(served_ws):
 
         r = httpx.post(base.v1 + "/chat/completions", content=chunks(), headers={"content-type": "application/json"})
         assert r.status_code == 413 and r.json()["error"]["type"] == "invalid_request_error"
+        metrics = httpx.get(base + "/metrics").text
+        assert re.search(r'llmops_errors_total\{[^}]*code="request_too_large"[^}]*route="chat.completions"\} 2\.0',
+                         metrics)
         assert client_for(base).chat.completions.create(model="tiny", messages=CHAT, max_tokens=2).choices
 
 
@@ -112,6 +115,7 @@ def test_one_request_too_many_is_429_with_retry_after(served_ws):
                 client_for(base).chat.completions.create(model="tiny", messages=CHAT, max_tokens=2)
             assert info.value.response.headers["retry-after"] == "1"
             assert info.value.body["type"] == "rate_limit_error"
+            assert re.search(r'llmops_requests_total\{[^}]*status="429"\} 1\.0', httpx.get(base + "/metrics").text)
         finally:
             release.set()
             thread.join(60)

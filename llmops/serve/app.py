@@ -227,6 +227,8 @@ class Server:
             call.params = body.params(limit=self.settings.max_tokens_limit, default=self.settings.default_max_tokens)
             call.target = await run_in_threadpool(resolve, self.ws, body.model, self.loras)
             call.api_key = key_name(http)
+            if call.target.is_chain:  # a chain decodes with its own prompt's and steps' params
+                call.params = {}
             stream, to_outcome = await self.start(call, call.target, body, chat)
         except Exception as exc:
             err = from_exception(exc)
@@ -371,8 +373,12 @@ def create_app(ws: Workspace, settings: ServeSettings | None = None, **overrides
     app.state.server, app.state.ws, app.state.settings, app.state.tracer = server, ws, settings, server.tracer
     install_handlers(app)
     # outermost last: a request holds its concurrency slot while its body arrives
-    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(ConcurrencyLimit, max_concurrency=settings.max_concurrency, in_flight=server.in_flight)
+    def rejected(route: str, status: int, code: str) -> None:
+        server.metrics.observe(route, {}, status=status, seconds=0.0, error_code=code)
+
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes, on_reject=rejected)
+    app.add_middleware(ConcurrencyLimit, max_concurrency=settings.max_concurrency, in_flight=server.in_flight,
+                       on_reject=rejected)
 
     from fastapi import Depends
 

@@ -29,9 +29,26 @@ async def _send_error(send: Callable, status: int, body: dict, headers: dict[str
     await send({"type": "http.response.body", "body": data})
 
 
+def route_of(path: str) -> str:
+    """The metrics label of a path: `/v1/chat/completions` -> `chat.completions`, `/v1/chains/x/invoke` ->
+    `chains.invoke`."""
+    parts = [p for p in path.split("/") if p][1:] if path.startswith("/v1/") else [path.strip("/") or "/"]
+    if parts[:1] == ["chains"] and len(parts) == 3:
+        return f"chains.{parts[2]}"
+    return ".".join(parts)[:64]
+
+
+Rejected = Callable[[str, int, str], None]  # (route, status, code): counted in the metrics
+
+
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_body_bytes: int):
-        self.app, self.limit = app, max_body_bytes
+    def __init__(self, app: ASGIApp, max_body_bytes: int, on_reject: Rejected | None = None):
+        self.app, self.limit, self.on_reject = app, max_body_bytes, on_reject
+
+    async def _reject(self, scope: Scope, send: Callable) -> None:
+        if self.on_reject is not None:
+            self.on_reject(route_of(scope.get("path", "")), 413, "request_too_large")
+        await _send_error(send, 413, self._error())
 
     def _error(self) -> dict:
         return error_body(f"the request body is larger than this server's limit of {self.limit} bytes; "
@@ -48,7 +65,7 @@ class BodyLimit:
                 except ValueError:
                     too_large = False
                 if too_large:
-                    return await _send_error(send, 413, self._error())
+                    return await self._reject(scope, send)
         # Read the body here (it is small by then) so that going over the limit is a 413, not a parse error.
         parts, seen = [], 0
         while True:
@@ -58,7 +75,7 @@ class BodyLimit:
             body = message.get("body", b"")
             seen += len(body)
             if seen > self.limit:
-                return await _send_error(send, 413, self._error())
+                return await self._reject(scope, send)
             parts.append(body)
             if not message.get("more_body", False):
                 break
@@ -86,13 +103,15 @@ class InFlight:
 
 
 class ConcurrencyLimit:
-    def __init__(self, app: ASGIApp, max_concurrency: int, in_flight: InFlight):
-        self.app, self.limit, self.in_flight = app, max_concurrency, in_flight
+    def __init__(self, app: ASGIApp, max_concurrency: int, in_flight: InFlight, on_reject: Rejected | None = None):
+        self.app, self.limit, self.in_flight, self.on_reject = app, max_concurrency, in_flight, on_reject
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
         if not is_generation(scope):
             return await self.app(scope, receive, send)
         if self.in_flight.value >= self.limit:
+            if self.on_reject is not None:
+                self.on_reject(route_of(scope["path"]), 429, "too_many_requests")
             return await _send_error(send, 429, error_body(
                 f"the server is answering its limit of {self.limit} requests at once; retry shortly",
                 type="rate_limit_error", code="too_many_requests"), {"retry-after": "1"})

@@ -4,6 +4,8 @@ Requests accept what OpenAI's clients send. A parameter the server cannot honour
 naming it rather than silently ignored (`n` other than 1, `logprobs`, tools, non-zero penalties); an unknown
 one is refused as OpenAI does (`unrecognized request argument`). `temperature` defaults to 0 (greedy, so an
 answer can be replayed exactly), not OpenAI's 1; `max_completion_tokens` is a synonym of `max_tokens`.
+A chain named as the model (`chain/NAME`) decodes with its own prompts' and steps' params: the request's
+sampling params are checked but do not override them.
 """
 
 from __future__ import annotations
