@@ -141,6 +141,8 @@ def test_runs_sort_kind_status_and_pages(tmp_path):
         names = re.findall(r"<td>(run-\d\d|broken)</td>", page(c, "/ui/runs?order=metrics.score+DESC&per_page=25"))
         assert names[:3] == ["run-29", "run-28", "run-27"] and len(names) == 25
         assert "page 1 of 2" in text(page(c, "/ui/runs?order=metrics.score+DESC&per_page=25"))
+        pager = re.search(r'<a rel="next" href="\?([^"]+)"', page(c, "/ui/runs?order=metrics.score+DESC&per_page=25"))
+        assert "order=metrics.score+DESC" in pager.group(1) and "per_page=25" in pager.group(1)  # the query kept
         second = re.findall(r"<td>(run-\d\d|broken)</td>", page(c, "/ui/runs?order=metrics.score+DESC&per_page=25&page=2"))
         assert len(second) == 6 and "run-00" in second
         asc = re.findall(r"<td>(run-\d\d)</td>", page(c, "/ui/runs?order=attributes.name+ASC"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import urllib.parse
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 1 << 20
 PAGE_SIZES = (25, 50, 100, 200)
-CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "frame-src 'self'; frame-ancestors 'self'; form-action 'self'; base-uri 'none'")
 
 
@@ -100,6 +101,7 @@ class UI:
         self.ws = ws
         self._keys_required = api_keys_required
         self.backends: dict[tuple, Any] = {}  # the playground's loaded models, kept for the next run
+        self.backends_lock = threading.Lock()
 
     @staticmethod
     def base(request: Request) -> str:

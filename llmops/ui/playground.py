@@ -98,12 +98,13 @@ def run_prompt(ui: UI, prompt_ref: str, model_ref: str, adapter_ref: str, inputs
         run.log_params({"route": ROUTE, "model": model_ref, "prompt_ref": prompt.asset.ref, "model_ref": model_av.ref,
                         **({"adapter_ref": adapter_av.ref} if adapter_av else {})})
         key = (model_av.digest, adapter_av.digest if adapter_av else None)
-        backend = ui.backends.get(key)
-        if backend is None:
-            backend = load_backend(model_av.spec, adapter_path=adapter_path)
-            while len(ui.backends) >= MAX_BACKENDS:
-                ui.backends.pop(next(iter(ui.backends))).close()
-            ui.backends[key] = backend
+        with ui.backends_lock:  # two runs at once load a model once
+            backend = ui.backends.get(key)
+            if backend is None:
+                backend = load_backend(model_av.spec, adapter_path=adapter_path)
+                while len(ui.backends) >= MAX_BACKENDS:
+                    ui.backends.pop(next(iter(ui.backends))).close()
+                ui.backends[key] = backend
         t1 = time.perf_counter()
         rendered = prompt.render_vars(inputs)
         params = prompt.model_params.as_dict()
