@@ -109,12 +109,20 @@ def test_supervised_upstream_gets_the_adapters_serves_them_and_comes_back_after_
         deltas = list(stream)
         assert "".join(deltas) == expected and stream.result.completion_tokens > 0
 
+        # an adapter answers under its registered name on an upstream that knows no adapter of its own
+        adapted = load_backend(str(tiny_llm_dir), adapter_path=ws.adapter_dirs[2]).chat(question, max_tokens=8).text
+        lora = sup.backend("tiny:qa-lora@2")
+        assert lora.chat(question, max_tokens=8).text == adapted
+        assert "".join(lora.stream_chat(question, max_tokens=8)) == adapted
+
         # a crash: the process is started again on the same port and the adapters registered again
         first_pid = sup.pid
         os.killpg(first_pid, signal.SIGKILL)
         _wait(lambda: sup.restarts == 1 and sup.state == "healthy", "the restart")
         assert sup.pid != first_pid and sorted(sup.registered) == ["tiny:qa-lora@1", "tiny:qa-lora@2"]
         assert backend.chat(question, max_tokens=8).text == expected
+        assert lora.chat(question, max_tokens=8).text == adapted
+        lora.close()
         again = httpx.post(f"{base_url}/load_lora_adapter",
                            json={"lora_name": "tiny:qa-lora@2", "lora_path": sup.registered["tiny:qa-lora@2"]})
         assert again.status_code == 400
@@ -125,22 +133,6 @@ def test_supervised_upstream_gets_the_adapters_serves_them_and_comes_back_after_
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{sup.port}/healthz", timeout=2)
     assert "serving" in sup.log_path.read_text()  # the process's output went to its log file
-
-
-@pytest.mark.xfail(reason="needs the server's model resolution (llmops/serve/models.py) to serve names loaded "
-                          "through /v1/load_lora_adapter (app.state.loras)", strict=False)
-def test_a_registered_adapter_answers_under_its_name(served, tiny_llm_dir):
-    """The upstream workspace has no adapter: the name answers only because the supervisor loaded it."""
-    from llmops.models import load_backend
-
-    ws, upstream_root = served
-    question = [{"role": "user", "content": "abc de fgh"}]
-    expected = load_backend(str(tiny_llm_dir), adapter_path=ws.adapter_dirs[2]).chat(question, max_tokens=8).text
-    with VLLMSupervisor(ws, "tiny", standin_settings(upstream_root)) as sup:
-        backend = sup.backend("tiny:qa-lora@2")
-        assert backend.chat(question, max_tokens=8).text == expected
-        assert "".join(backend.stream_chat(question, max_tokens=8)) == expected
-        backend.close()
 
 
 def test_an_adapter_over_the_rank_limit_is_not_registered(served):
