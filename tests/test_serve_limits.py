@@ -141,6 +141,18 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(served_ws):
         assert client_for(base).chat.completions.create(model="tiny", messages=CHAT, max_tokens=2).choices
 
 
+def test_a_client_that_gives_up_on_a_plain_request_frees_its_slot(served_ws):
+    with serve_ws(served_ws, max_concurrency=1) as base:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(base.v1 + "/chat/completions", timeout=0.3,
+                       json={"model": "tiny", "messages": CHAT, "max_tokens": 480})
+        wait_until(lambda: base.server.in_flight.value == 0, "the request left the server")
+        engines = base.server.engines.loaded()
+        wait_until(lambda: all(e.active == 0 and e.queue_depth == 0 for e in engines.values()),
+                   "the batch slot was freed")
+        assert re.search(r'llmops_requests_total\{[^}]*status="499"\} 1\.0', httpx.get(base + "/metrics").text)
+
+
 def test_a_request_past_the_timeout_is_503_and_cancelled(served_ws):
     with serve_ws(served_ws, timeout_s=0.01) as base:
         with pytest.raises(openai.InternalServerError) as info:

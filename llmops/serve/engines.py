@@ -113,55 +113,8 @@ class Relay:
         return self._result
 
 
-class _SerialEngine:
-    """The fallback when the batcher is not available: one request at a time on the model, FIFO."""
-
-    def __init__(self, spec: dict, executor: ThreadPoolExecutor):
-        from llmops.models import load_backend
-
-        self._spec, self._executor = spec, executor
-        self._backends: dict[str | None, Any] = {None: load_backend(spec)}
-        self._lock = threading.Lock()
-        self._count = threading.Lock()
-        self.queue_depth = 0
-        self.active = 0
-
-    def _backend(self, adapter: str | None) -> Any:
-        from llmops.models import load_backend
-
-        if adapter not in self._backends:
-            self._backends[adapter] = load_backend(self._spec, adapter_path=adapter)
-        return self._backends[adapter]
-
-    def _add(self, name: str, n: int) -> None:
-        with self._count:
-            setattr(self, name, getattr(self, name) + n)
-
-    def _gen(self, request: Request, adapter: str | None, cancelled: threading.Event):
-        self._add("queue_depth", 1)
-        try:
-            while not self._lock.acquire(timeout=0.05):
-                if cancelled.is_set():
-                    return None
-        finally:
-            self._add("queue_depth", -1)
-        self._add("active", 1)
-        try:
-            return (yield from self._backend(adapter)._stream(request))
-        finally:
-            self._add("active", -1)
-            self._lock.release()
-
-    def submit(self, request: Request, target: Target, *, stream: bool = True) -> Relay:
-        adapter = str(target.adapter_folder) if target.adapter_folder else None
-        return Relay(lambda cancelled: self._gen(request, adapter, cancelled), self._executor)
-
-    def close(self) -> None:
-        pass
-
-
 class _BatchEngine:
-    """S1's Batcher over the base model's backend; adapters chosen per request."""
+    """The Batcher over the base model's backend; adapters chosen per request."""
 
     def __init__(self, spec: dict, settings: ServeSettings):
         from llmops.models import load_backend
@@ -228,14 +181,6 @@ class UpstreamEngine:
             backend.close()
 
 
-def batcher_available() -> bool:
-    try:
-        import llmops.serve.batcher  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class Engines:
     """The engines of one app, one per base model, built on first use (loading a model is slow: call
     `get` off the event loop). Engines are keyed by the model's files, so a chain's generate step and a
@@ -283,12 +228,7 @@ class Engines:
         with self._lock:
             engine = self._by_source.get(key)
             if engine is None:
-                if batcher_available():
-                    engine = _BatchEngine(spec, self.settings)
-                else:
-                    log.warning("llmops.serve.batcher is missing; serving %s one request at a time", name)
-                    engine = _SerialEngine(spec, self.executor)
-                self._by_source[key] = engine
+                engine = self._by_source[key] = _BatchEngine(spec, self.settings)
                 self._names[key] = name
             return engine
 
@@ -297,7 +237,7 @@ class Engines:
         forward passes. Other backends (remote, vLLM) are returned as they are."""
         from llmops.models.transformers_backend import TransformersBackend
 
-        if self.upstream is not None or not isinstance(backend, TransformersBackend) or not batcher_available():
+        if self.upstream is not None or not isinstance(backend, TransformersBackend):
             return backend
         src = backend.source
         path = src.folder / src.gguf_file if src.gguf_file else src.folder
