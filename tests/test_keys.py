@@ -218,3 +218,13 @@ def test_keys_through_the_server_with_the_openai_client(tiny_llm_dir, tmp_path):
     # the run records which key asked
     assert ws.get_run(answer.id.removeprefix("chatcmpl-")).tags["api_key"] == "bot"
     ws.close()
+
+
+def test_a_blank_store_gets_the_feedback_and_api_keys_tables(store_ws):
+    insp = inspect(store_ws.engine)
+    assert [c["name"] for c in insp.get_columns("api_keys")] == [
+        "id", "name", "hash", "prefix", "scopes", "created_at", "revoked_at"]
+    assert [c["name"] for c in insp.get_columns("feedback")] == [
+        "id", "run_id", "score", "comment", "correction", "created_at", "user"]
+    assert {fk["referred_table"] for fk in insp.get_foreign_keys("feedback")} == {"runs"}
+    assert migrate.head_revision() == migrate.alembic_head_revision() == "0004"
