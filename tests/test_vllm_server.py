@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -143,3 +144,19 @@ def test_an_adapter_over_the_rank_limit_is_not_registered(served):
     assert set(sup.refused) == {"adapter/qa-lora@1", "adapter/qa-lora@2"}
     assert "LoRA rank 4 is greater than max_lora_rank 1" in sup.refused["adapter/qa-lora@1"]
     sup.close()
+
+
+@pytest.mark.integration
+def test_the_embedded_gguf_is_exported_as_the_de_quantised_folder(tmp_path):
+    """vLLM reads safetensors: SmolLM2's GGUF is exported as the folder the transformers backend saved."""
+    import llmops
+
+    ws = llmops.Workspace(tmp_path / "w")
+    sup = VLLMSupervisor(ws, "smollm2", VLLMSettings())
+    folder = export_model(ws, sup.model)
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= names and not any(n.endswith(".gguf") for n in names)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "llama" and "quantization_config" not in config
+    sup.close()
+    ws.close()

@@ -9,7 +9,8 @@ What it does, in order:
 
 1. **Export** the model version to a plain Hugging Face folder vLLM can read: a copy of the model's folder,
    or for a GGUF (the embedded SmolLM2) the de-quantised folder the transformers backend caches (made
-   once if missing). The copy lives in `.llmops/cache/vllm/<name>-<digest>/`, written atomically.
+   once if missing). The copy lives in `.llmops/cache/vllm/<name>-<digest>/`, written atomically; its
+   files are hard links where the file system allows (the weights are never written), else copies.
 2. **Start** `vllm serve FOLDER --host H --port P --served-model-name NAME --enable-lora --max-lora-rank R
    --max-loras N` (`command` and `args` are settings: tests run `python -m llmops.cli serve` in vLLM's
    place), with `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True` so the adapter routes exist, output to a log
@@ -155,10 +156,18 @@ def export_model(ws: "Workspace", model: "AssetVersion") -> Path:
             if item.name.startswith(".") or item.suffix == ".gguf":
                 continue
             if item.is_dir():
-                shutil.copytree(item, tmp / item.name)
+                shutil.copytree(item, tmp / item.name, copy_function=_link_or_copy)
             else:
-                shutil.copy2(item, tmp / item.name)
+                _link_or_copy(item, tmp / item.name)
     return target
+
+
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """A hard link where the file system allows it (weights are large and nobody writes them), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _free_port(host: str) -> int:
