@@ -166,3 +166,24 @@ def test_feedback_on_an_answer_of_the_server_right_after_it(tiny_llm_dir, tmp_pa
     assert json.loads(lines[0]) == {"messages": [{"role": "user", "content": "abc"},
                                                  {"role": "assistant", "content": "Better."}]}
     ws.close()
+
+
+def test_a_scoped_key_rates_only_answers_of_its_models(ws):
+    from llmops.serve.keys import create_key
+
+    tracer = Tracer(ws)
+    mine = _served(ws, tracer, _chat("Days off?"), "Ten.")
+    now = time.time()
+    other = RequestTrace(run_id=new_run_id(), name="chat", route="chat.completions", started_at=now, ended_at=now,
+                         model="chain/rag-qa", request=_chat("x"), response_text="y")
+    tracer.record(other)
+    tracer.flush()
+    _, secret = create_key(ws, "app", ["smollm2*"])
+    auth = {"Authorization": f"Bearer {secret}"}
+    with serving(feedback_app(ws, tracer)) as url:
+        assert httpx.post(f"{url}/v1/feedback", json={"id": mine, "score": 1}).status_code == 401
+        assert httpx.post(f"{url}/v1/feedback", json={"id": mine, "score": 1}, headers=auth).status_code == 200
+        denied = httpx.post(f"{url}/v1/feedback", json={"id": other.run_id, "score": 1}, headers=auth)
+        assert denied.status_code == 403 and "may not rate answers of 'chain/rag-qa'" in denied.json()["error"]["message"]
+    assert [f.user for f in list_feedback(ws)] == ["key:app"]
+    tracer.close()

@@ -2,7 +2,8 @@
 
     POST /v1/feedback {"id": "chatcmpl-…" or a run id, "score": 0.2, "comment": "…", "correction": "…"}
 
-stores one row against the request's run (404 for an id that names no run, 422 for a malformed body).
+stores one row against the request's run (404 for an id that names no run, 422 for a malformed body,
+403 when the request's API key does not cover the model or chain that gave the answer).
 `export_feedback(ws, min_score=0.8)` (`llmops feedback export --min-score 0.8`) turns it into a
 `dataset` version of chat records the fine-tuning job reads:
 
@@ -93,12 +94,19 @@ def _feedback(row) -> Feedback:
 
 
 def add_feedback(ws: "Workspace", some_id: str, score: float, *, comment: str | None = None,
-                 correction: str | None = None, user: str | None = None) -> Feedback:
-    """Store feedback against the run a response id (or run id) names; RunNotFound when none."""
+                 correction: str | None = None, user: str | None = None, key: Any = None) -> Feedback:
+    """Store feedback against the run a response id (or run id) names; RunNotFound when none.
+
+    `key` (the request's ApiKey, if any) must cover the model the answer came from: PermissionError if not.
+    """
     from llmops.store.registry import who
 
     body = FeedbackIn(id=some_id, score=score, comment=comment, correction=correction)
     run = ws.get_run(run_id_of(body.id))
+    asked = run.params.get("model") or (f"chain/{run.name}" if run.kind == "chain" else None)
+    if key is not None and not key.covers(asked):
+        raise PermissionError(f"API key {key.name!r} may not rate answers of {asked!r} (its scopes: "
+                              f"{', '.join(key.scopes)})")
     with write(ws.engine) as conn:
         new_id = conn.execute(insert(FeedbackRow).values(
             run_id=run.id, score=body.score, comment=body.comment, correction=body.correction,
@@ -262,13 +270,14 @@ def _make_router():
             return _error(422, message, type="invalid_request_error", param=param, code="invalid_value")
         ws = request.app.state.ws
         key = getattr(request.state, "api_key", None)
-        user = f"key:{key.name}" if key is not None else None
         tracer = getattr(request.app.state, "tracer", None)
         try:
-            fb = await run_in_threadpool(_add, ws, tracer, body, user)
+            fb = await run_in_threadpool(_add, ws, tracer, body, key)
         except RunNotFound:
             return _error(404, f"no served answer or run with id {body.id[:80]!r}", type="not_found_error",
                           param="id", code="not_found")
+        except PermissionError as exc:
+            return _error(403, str(exc), type="permission_error", param="id", code="forbidden")
         except LLMOpsError as exc:
             return _error(422, str(exc), type="invalid_request_error", code="invalid_value")
         return {"object": "feedback", **fb.to_dict()}
@@ -279,8 +288,9 @@ def _make_router():
     return api
 
 
-def _add(ws: "Workspace", tracer: Any, body: FeedbackIn, user: str | None) -> Feedback:
-    kwargs = dict(comment=body.comment, correction=body.correction, user=user)
+def _add(ws: "Workspace", tracer: Any, body: FeedbackIn, key: Any) -> Feedback:
+    kwargs = dict(comment=body.comment, correction=body.correction, key=key,
+                  user=f"key:{key.name}" if key is not None else None)
     try:
         return add_feedback(ws, body.id, body.score, **kwargs)
     except RunNotFound:
