@@ -160,3 +160,34 @@ def test_the_embedded_gguf_is_exported_as_the_de_quantised_folder(tmp_path):
     assert config["model_type"] == "llama" and "quantization_config" not in config
     sup.close()
     ws.close()
+
+
+def test_the_server_with_the_vllm_backend_forwards_to_its_supervised_process(served, tiny_llm_dir):
+    """`llmops serve --backend vllm` as an app: the official client's adapter request reaches the supervised
+    process under the registered name, and the front server records the run with the adapter version."""
+    import openai
+
+    from llmops.models import load_backend
+    from support_serve import serve_ws
+
+    ws, upstream_root = served
+    s = standin_settings(upstream_root)
+    vllm = {k: v for k, v in s.model_dump().items() if k in ("command", "args", "health_path", "startup_timeout_s")}
+    expected = load_backend(str(tiny_llm_dir), adapter_path=ws.adapter_dirs[1]).chat(
+        [{"role": "user", "content": "abc"}], max_tokens=6).text
+    with serve_ws(ws, backend="vllm", vllm_model="tiny", vllm=vllm) as base:
+        sup = base.server.vllm
+        assert sup.state == "healthy" and "tiny:qa-lora@1" in sup.registered
+        client = openai.OpenAI(base_url=base.v1, api_key="unused", max_retries=0)
+        answer = client.chat.completions.create(model="tiny:qa-lora", messages=[{"role": "user", "content": "abc"}],
+                                                max_tokens=6)
+        assert answer.choices[0].message.content == expected  # production -> @1
+        chunks = client.chat.completions.create(model="tiny:qa-lora", messages=[{"role": "user", "content": "abc"}],
+                                                max_tokens=6, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
+        base.app.state.tracer.flush()
+        pid = sup.pid
+    run = ws.get_run(answer.id.removeprefix("chatcmpl-"))
+    assert run.params["adapter_ref"] == "adapter/qa-lora@1" and run.tags["response"] == expected
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the supervised process ended with the server
