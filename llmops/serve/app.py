@@ -181,7 +181,8 @@ class Server:
             chain = await self.chains.load(target.chain)
             text = body.last_user_message() if chat else body.text()
             inputs = chain.coerce_inputs({self.chains.text_input(chain, target.name): text})
-            stream = self.engines.relay(lambda cancelled: execute(chain, inputs, body.stream))
+            # always streamed inside, so that a client that leaves stops the generation at its next token
+            stream = self.engines.relay(lambda cancelled: execute(chain, inputs, True))
             return stream, lambda result: chain_outcome(chain, result)
         from pydantic import ValidationError
 
@@ -206,6 +207,10 @@ class Server:
         try:
             done, _ = await asyncio.wait({task, watcher}, timeout=max(0.0, deadline - time.monotonic()),
                                          return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the server is shutting down
+            task.cancel()
+            stream.cancel()
+            raise
         finally:
             watcher.cancel()
         if task in done:

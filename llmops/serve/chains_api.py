@@ -176,7 +176,8 @@ def chains_router(server: Server) -> APIRouter:
         return calls, chain
 
     async def run_one(http: Request, call: Call, chain: Any, value: Any, deadline: float) -> Any:
-        stream = server.engines.relay(lambda cancelled: execute(chain, value, False))
+        # streamed inside (deltas dropped) so that a client that leaves stops the generation at its next token
+        stream = server.engines.relay(lambda cancelled: execute(chain, value, True))
         try:
             outcome = chain_outcome(chain, await server.wait(http, stream, deadline))
         except Exception as exc:
