@@ -41,7 +41,6 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequen
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from llmops.errors import BackendError
 from llmops.models.protocol import Backend, Generation, Request
