@@ -47,7 +47,7 @@ def serve_ws(ws: Any, settings: Any = None, **overrides: Any) -> Iterator[Served
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # the vllm backend starts its server before answering
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError(f"the test server on port {port} did not start")

@@ -198,6 +198,31 @@ def test_the_openai_backend_forwards_to_another_server(served_ws, tiny_llm_dir, 
         assert httpx.get(front + "/healthz").json()["status"] == "ok"
 
 
+def test_the_vllm_backend_starts_its_server_and_forwards(served_ws, tiny_llm_dir, tmp_path, local):
+    """`--backend vllm`: the supervisor starts a second real llmops server in vLLM's place (vLLM cannot be
+    installed here), registers the workspace's adapters there under `BASE:ADAPTER@N`, and requests forward."""
+    import llmops
+    from llmops.models import load_backend, model_spec
+
+    upstream = llmops.Workspace(tmp_path / "upstream")  # knows no adapter: it serves what was registered
+    upstream.registry.push("model", "tiny", spec=model_spec(tiny_llm_dir))
+    upstream.close()
+    vllm = {"command": [sys.executable, "-m", "llmops.cli", "-w", str(tmp_path / "upstream"), "serve"],
+            "args": ["--host", "{host}", "--port", "{port}"], "health_path": "/healthz", "health_interval_s": 0.3,
+            "startup_timeout_s": 170}
+    with serve_ws(served_ws, backend="vllm", vllm_model="tiny", vllm=vllm) as front:
+        client = client_for(front)
+        resp = client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=8)
+        assert resp.choices[0].message.content == local.chat(CHAT, max_tokens=8).text
+        tuned = load_backend(str(tiny_llm_dir), adapter_path=served_ws.adapter_dirs[1]).chat(CHAT, max_tokens=8).text
+        stream = client.chat.completions.create(model="tiny:qa-lora", messages=CHAT, max_tokens=8, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == tuned
+        pid = front.server.vllm.pid
+        assert pid is not None
+    with pytest.raises(ProcessLookupError):  # the server stopped its vLLM with it
+        wait_until(lambda: os.kill(pid, 0), "the stand-in vLLM exited", limit=60)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
