@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["Served", "build_served_ws", "make_adapter", "push_adapter", "push_chains", "serve_ws"]
+__all__ = ["Served", "build_served_ws", "make_adapter", "push_adapter", "push_chains", "serve_ws", "write_file"]
 
 
 class Served(str):
@@ -83,7 +83,7 @@ def push_adapter(ws: Any, name: str, folder: Path, base_ref: str = "model/tiny@1
     return ws.registry.push("adapter", name, spec={"format": "peft-lora", "base": {"ref": base_ref}}, files=files)
 
 
-def _write(root: Path, rel: str, text: str) -> None:
+def write_file(root: Path, rel: str, text: str) -> None:
     p = root / rel
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(textwrap.dedent(text))
@@ -91,7 +91,7 @@ def _write(root: Path, rel: str, text: str) -> None:
 
 def push_chains(ws: Any) -> None:
     """`ask` (one text input `question`, so a chat model can call it) and `pair` (inputs a: str, b: int)."""
-    _write(ws.root, "prompts/ask.yaml", """\
+    write_file(ws.root, "prompts/ask.yaml", """\
         name: ask
         messages:
           - {role: user, content: "Q: {{ question }}"}
@@ -99,7 +99,7 @@ def push_chains(ws: Any) -> None:
           question: {type: str}
         model_params: {temperature: 0, max_tokens: 8}
         """)
-    _write(ws.root, "prompts/ask.chain.yaml", """\
+    write_file(ws.root, "prompts/ask.chain.yaml", """\
         kind: chain
         name: ask
         inputs: {question: str}
@@ -109,7 +109,7 @@ def push_chains(ws: Any) -> None:
           - {name: answer, type: parse, parser: text}
         output: answer
         """)
-    _write(ws.root, "prompts/pair.yaml", """\
+    write_file(ws.root, "prompts/pair.yaml", """\
         name: pair
         template: "{{ a }} and {{ b }}"
         variables:
@@ -117,7 +117,7 @@ def push_chains(ws: Any) -> None:
           b: {type: int}
         model_params: {temperature: 0, max_tokens: 6}
         """)
-    _write(ws.root, "prompts/pair.chain.yaml", """\
+    write_file(ws.root, "prompts/pair.chain.yaml", """\
         kind: chain
         name: pair
         inputs: {a: str, b: int}

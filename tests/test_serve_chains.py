@@ -135,3 +135,46 @@ def test_chain_requests_are_runs_of_kind_request(base, served_ws):
     assert run.metrics["tokens.completion"] > 0
     # a chain served over HTTP opens no run of kind `chain` on the request path
     assert not [x for x in served_ws.search_runs("attributes.kind = 'chain'") if x.started_at >= run.started_at]
+
+
+def test_a_rag_chain_request_records_its_index_and_retrieved_chunks(served_ws, base, tmp_path_factory):
+    """The run of a served RAG answer names the index version and the chunk ids the answer was built on."""
+    pytest.importorskip("llmops.serve.tracing")
+    from rag_support import build_tiny_model as build_tiny_embedder
+    from rag_support import write_corpus, write_spec
+    from support_serve import write_file
+
+    embedder = build_tiny_embedder(tmp_path_factory.mktemp("embedder"))
+    write_corpus(served_ws.root)
+    served_ws.rag.ingest(write_spec(served_ws.root, embedder, name="kb"), progress=False)
+    write_file(served_ws.root, "prompts/rag.yaml", """\
+        name: rag
+        messages:
+          - role: user
+            content: "{% for d in context %}{{ d.text }} {% endfor %}Q: {{ question }}"
+        variables:
+          question: {type: str}
+          context: {type: list}
+        model_params: {temperature: 0, max_tokens: 6}
+        """)
+    write_file(served_ws.root, "prompts/rag.chain.yaml", """\
+        kind: chain
+        name: rag
+        inputs: {question: str}
+        steps:
+          - {name: retrieve, type: retrieve, index: kb, k: 2, input: question, output: context}
+          - {name: prompt, type: prompt, prompt: rag}
+          - {name: generate, type: generate, model: tiny}
+        """)
+    served_ws.prompts.push_folder(served_ws.root / "prompts")
+    hits = served_ws.rag.index("kb").search(QUESTION, k=2)
+    r = httpx.post(base.v1 + "/chains/rag/invoke", json={"input": {"question": QUESTION}}, timeout=60)
+    assert r.status_code == 200, r.text
+    run_id = r.json()["metadata"]["run_id"]
+    base.server.tracer.flush()
+    run = served_ws.get_run(run_id)
+    retrieved = json.loads(run.tags["retrieved"])
+    assert [(x["chunk_id"], x["index"]) for x in retrieved] == [(h.chunk_id, h.index) for h in hits]
+    assert all(x["score"] == pytest.approx(h.score) for x, h in zip(retrieved, hits))
+    used = {dst for src, rel, dst in served_ws.lineage(run_id).upstream if rel == "used"}
+    assert {"chain/rag@1", "prompt/rag@1", "index/kb@1", "model/tiny@1"} <= used

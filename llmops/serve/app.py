@@ -306,7 +306,8 @@ def generation_outcome(gen: Any) -> Outcome:
 def chain_outcome(chain: Any, result: tuple[Any, Any]) -> Outcome:
     output, trace = result
     text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False, default=str)
-    retrieved = [{"step": step, "chunks": docs} for step, docs in trace.retrieved.items()] or None
+    retrieved = [{"step": step, **{k: doc.get(k) for k in ("index", "chunk_id", "score", "rank", "source")}}
+                 for step, docs in trace.retrieved.items() for doc in docs] or None
     return Outcome(text=text, prompt_tokens=trace.tokens.get("prompt", 0),
                    completion_tokens=trace.tokens.get("completion", 0), output=output,
                    latency_ms={f"step.{k}": v for k, v in trace.latency.items()}, retrieved=retrieved,
