@@ -271,6 +271,8 @@ class Server:
                 yield _event(chat_chunk(rid, model, created, role=True, content=""))
             async for delta in _deadline(stream, deadline):
                 call.mark_first_token()
+                if not isinstance(delta, str):  # a chain whose output is not text sends it whole, as JSON
+                    delta = json.dumps(delta, ensure_ascii=False, default=str)
                 yield _event(chat_chunk(rid, model, created, content=delta) if chat
                              else completion_chunk(rid, model, created, text=delta))
             outcome = to_outcome(stream.result)
