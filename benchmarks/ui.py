@@ -136,7 +136,8 @@ def build(root: Path, n_runs: int, n_versions: int) -> tuple:
             tags += [{"run_id": rid, "key": "request", "value": json.dumps({"messages": [{"role": "user", "content": f"q{i}"}]})},
                      {"run_id": rid, "key": "response", "value": f"answer {i}"},
                      {"run_id": rid, "key": "retrieved", "value": json.dumps(
-                         [{"step": "retrieve", "chunks": [{"id": f"doc{j}.md#{i % 9}", "score": 0.9 - j / 10} for j in range(4)]}])}]
+                         [{"step": "retrieve", "index": "index/handbook@1", "chunk_id": f"doc{j}.md#{i % 9}",
+                           "score": 0.9 - j / 10, "rank": j + 1, "source": f"rag/docs/doc{j}.md"} for j in range(4)])}]
             metrics += [{"run_id": rid, "key": k, "value": v, "step": 0, "timestamp": t} for k, v in (
                 ("latency_ms.total", 40 + i % 50), ("latency_ms.queue", i % 5), ("tokens.prompt", 50), ("tokens.completion", 20))]
             edges += [(rid, "used", ref) for ref in ("chain/rag-qa@1", "prompt/qa@1", "model/smollm2@1")]

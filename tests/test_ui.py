@@ -7,6 +7,7 @@ Pages are fetched from the UI mounted at /ui, as `llmops serve` and `llmops ui` 
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -62,7 +63,7 @@ def test_every_page_renders_what_it_is_for(client, built):
         "/ui/evals": ["qa-suite", "passed", "prompt/qa@2"],
         f"/ui/evals/{ids.eval_b}": ["qa-suite", "prompt/qa@2", "dataset/data@1", "baseline"],
         "/ui/requests": [ids.request[:12], "chain/tinyqa@1", "41.5"],
-        f"/ui/requests/{ids.request}": ["handbook.md#3", "0.82", "Item one is the first.", "helpful answer",
+        f"/ui/requests/{ids.request}": ["handbook.md#3", "0.82", "rag/docs/handbook.md", "helpful answer",
                                         "chain/tinyqa@1", "generate"],
         "/ui/playground": ["Chain", "Prompt + model"],
         "/ui/playground?chain=tinyqa": ["question", "chain/tinyqa@1"],
@@ -237,6 +238,21 @@ def test_eval_pages_reuse_the_report(client, built, tmp_path):
     assert "qa-suite" in suites and "passed" in suites
     only = text(page(client, "/ui/evals?suite=qa-suite"))
     assert "2 runs" in only
+
+
+def test_retrieved_chunks_read_in_every_shape_a_run_holds():
+    from types import SimpleNamespace
+
+    from llmops.ui.requests import retrieved_chunks
+
+    def read(value):
+        return retrieved_chunks(SimpleNamespace(tags={"retrieved": json.dumps(value)}))
+
+    row = {"chunk_id": "a#1", "score": 0.5}
+    assert read([{"step": "r", **row}, {"step": "s", **row}]) == [("r", [row]), ("s", [row])]  # the server's rows
+    assert read([{"step": "r", "chunks": [row]}]) == [("r", [row])]
+    assert read({"r": [row]}) == [("r", [row])] and read([row]) == [("retrieve", [row])]
+    assert read("not chunks") == [] and retrieved_chunks(SimpleNamespace(tags={})) == []
 
 
 def test_request_trace_escapes_what_the_model_said(client, built):

@@ -96,9 +96,11 @@ def served_request(ws) -> str:
         run.set_tags({
             "request": json.dumps({"model": "chain/tinyqa", "messages": [{"role": "user", "content": "what is item 1?"}]}),
             "response": "item one <b>bold</b>",
-            "retrieved": json.dumps([{"step": "retrieve", "chunks": [
-                {"id": "handbook.md#3", "score": 0.82, "text": "Item one is the first."},
-                {"id": "handbook.md#9", "score": 0.41, "text": "Item nine."}]}]),
+            "retrieved": json.dumps([
+                {"step": "retrieve", "index": "index/handbook@2", "chunk_id": "handbook.md#3", "score": 0.82, "rank": 1,
+                 "source": "rag/docs/handbook.md"},
+                {"step": "retrieve", "index": "index/handbook@2", "chunk_id": "handbook.md#9", "score": 0.41, "rank": 2,
+                 "source": "rag/docs/handbook.md"}]),
         })
         run.log_metrics({"latency_ms.total": 41.5, "latency_ms.queue": 1.5, "latency_ms.step.generate": 38.0,
                          "tokens.prompt": 12, "tokens.completion": 4})

@@ -19,6 +19,7 @@ from llmops.ui.app import UI, BadRequest
 
 MAX_BACKENDS = 2  # loaded models kept between playground runs
 ROUTE = "ui.playground"
+CHUNK_FIELDS = ("index", "chunk_id", "score", "rank", "source")
 
 
 def typed(name: str, var: Any, raw: str | None) -> Any:
@@ -70,8 +71,9 @@ def run_chain(ws: Any, ref: str, inputs: dict) -> str:
             run.record_used(ws.registry.get(used, record=False))
         output = result.output if isinstance(result.output, str) else None
         run.set_tags({"output": _dumps(result.output), **({"response": output} if output is not None else {})})
-        if result.retrieved:  # as the server records it
-            run.set_tag("retrieved", _dumps([{"step": k, "chunks": v} for k, v in result.retrieved.items()]))
+        if result.retrieved:  # as the server records it: one row per chunk, without its text
+            run.set_tag("retrieved", _dumps([{"step": step, **{k: doc.get(k) for k in CHUNK_FIELDS}}
+                                             for step, docs in result.retrieved.items() for doc in docs]))
         run.log_metrics({f"latency_ms.step.{k}": v for k, v in result.steps.items()})
         run.log_metrics({"latency_ms.total": round(total, 3), "tokens.prompt": result.tokens.get("prompt", 0),
                          "tokens.completion": result.tokens.get("completion", 0)})

@@ -41,11 +41,16 @@ def _json(text: str | None) -> Any:
 
 
 def retrieved_chunks(run: Any) -> list[tuple[str, list[dict]]]:
-    """(retrieve step, chunks) from the `retrieved` tag: `[{"step", "chunks"}]` as the server writes
-    it, a plain list of chunks, or step -> chunks."""
+    """(retrieve step, chunks) from the `retrieved` tag: one row per chunk with its `step` (as the
+    server writes it), `[{"step", "chunks"}]`, a plain list of chunks, or step -> chunks."""
     value = _json(run.tags.get("retrieved"))
-    if isinstance(value, list) and all(isinstance(v, dict) and "chunks" in v for v in value):
+    if isinstance(value, list) and value and all(isinstance(v, dict) and "chunks" in v for v in value):
         value = {str(v.get("step", "retrieve")): v["chunks"] for v in value}
+    elif isinstance(value, list) and value and all(isinstance(v, dict) and "step" in v for v in value):
+        by_step: dict[str, list] = {}
+        for v in value:
+            by_step.setdefault(str(v["step"]), []).append({k: x for k, x in v.items() if k != "step"})
+        value = by_step
     elif isinstance(value, list):
         value = {"retrieve": value}
     if not isinstance(value, dict):
