@@ -297,3 +297,16 @@ def test_api_keys_guard_models_and_chains(tmp_path, tiny_llm_dir):
             assert httpx.get(served.v1 + "/models").status_code == 401
     finally:
         ws.close()
+
+
+def test_the_web_ui_is_served_under_ui_and_shows_the_answers_trace(client, base):
+    import httpx
+
+    answer = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "ui?"}],
+                                            max_tokens=4)
+    run_id = answer.id.removeprefix("chatcmpl-")
+    base.server.tracer.flush(10)
+    page = httpx.get(f"{base}/ui/requests/{run_id}", timeout=30)
+    assert page.status_code == 200
+    assert run_id in page.text and "model/tiny@1" in page.text
+    assert httpx.get(f"{base}/ui/runs", timeout=30).status_code == 200

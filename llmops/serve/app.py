@@ -428,28 +428,15 @@ def create_app(ws: Workspace, settings: ServeSettings | None = None, **overrides
         body = server.metrics.render(server.engines.loaded(), server.in_flight.value)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    try:
-        from llmops.serve.lora_admin import LoraRegistry
-    except ImportError:
-        pass
-    else:  # adapters loaded by name at run time (vLLM's routes); one reloaded in place is loaded again
-        server.loras = app.state.loras = LoraRegistry(check=lambda lora: server.engines.forget(lora.path))
-
+    from llmops.serve import feedback, lora_admin
     from llmops.serve.chains_api import chains_router
+    from llmops.serve.keys import keys_required
+    from llmops.ui import create_ui_app
 
+    # adapters loaded by name at run time (vLLM's routes); one reloaded in place is loaded again
+    server.loras = app.state.loras = lora_admin.LoraRegistry(check=lambda lora: server.engines.forget(lora.path))
     app.include_router(chains_router(server), dependencies=[Depends(require_key("chain"))])
-    _include_optional(app, server)
+    app.include_router(feedback.router)
+    app.include_router(lora_admin.router)
+    app.mount("/ui", create_ui_app(ws, api_keys_required=lambda: keys_required(ws.engine, server.settings)))
     return app
-
-
-def _include_optional(app: FastAPI, server: Server) -> None:
-    """The feedback and LoRA-admin routers, where this checkout has them."""
-    import importlib
-
-    for module in ("llmops.serve.feedback", "llmops.serve.lora_admin"):
-        try:
-            router = importlib.import_module(module).router
-        except (ImportError, AttributeError):
-            log.info("%s is not available; its routes are not served", module)
-            continue
-        app.include_router(router)
