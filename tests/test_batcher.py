@@ -300,6 +300,16 @@ def test_queue_limit_and_close(tiny_llm):
         Batcher(tiny_llm, max_batch_size=0)
 
 
+def test_closing_fails_what_is_still_decoding(tiny_llm):
+    b = Batcher(tiny_llm).start()
+    stream = b.submit(Request.completion("abc", max_tokens=500))
+    next(stream)
+    b.close()
+    with pytest.raises(BackendError, match="shutting down"):
+        list(stream)
+    assert b.active == 0
+
+
 def test_the_batcher_as_a_backend(tiny_llm, batcher):
     batcher.start()
     backend = batcher.as_backend()
@@ -340,6 +350,8 @@ def test_requests_for_several_adapters_are_served_together(tiny_llm, tiny_llm_di
     assert [s.result_blocking(120) for s in streams] == expected
     as_adapter = batcher.as_backend(adapter_dir)
     assert as_adapter.model_id == "tiny-llama+qa-lora" == as_adapter.generate(requests[0]).model
+    batcher.forget(adapter_dir)  # an unloaded adapter: the next request loads it again
+    assert batcher.submit(requests[1], adapter=adapter_dir).result_blocking(120) == expected[1]
 
 
 def test_an_adapter_that_cannot_load_fails_only_its_requests(tiny_llm, batcher, tmp_path):
