@@ -188,7 +188,7 @@ def test_ctrl_c_on_the_command_line_exits_130_and_resume_finishes_the_same_run(j
 
     ws = job_ws
     job = (ws.root / "finetune" / "job.yaml").read_text()
-    job = job.replace("max_steps: 6", "max_steps: 80").replace("checkpoint_every: 2", "checkpoint_every: 1")
+    job = job.replace("max_steps: 6", "max_steps: 40").replace("checkpoint_every: 2", "checkpoint_every: 1")
     (ws.root / "finetune" / "long.yaml").write_text(job)
     child = subprocess.Popen([sys.executable, "-m", "llmops.cli", "-w", str(ws.root), "finetune", "run",
                               "finetune/long.yaml", "--device", "cpu"],
@@ -203,11 +203,25 @@ def test_ctrl_c_on_the_command_line_exits_130_and_resume_finishes_the_same_run(j
     assert child.returncode == 130, err[-2000:]
     (run,) = ws.search_runs("attributes.kind = 'finetune'")
     step = int(run.tags["checkpoint_step"])
-    assert run.status == "killed" and 0 < step < 80
+    assert run.status == "killed" and 0 < step < 40
     assert f"interrupted after step {step}: checkpoint saved, run {run.id[:12]} marked killed" in err
     assert "--resume" in err
 
     assert llmops.cli.run(["-w", str(ws.root), "finetune", "run", "finetune/long.yaml", "--resume"]) == 0
     info = ws.get_run(run.id)
     assert info.status == "finished" and info.tags["adapter"] == "adapter/tiny-qa@1"
-    assert [s for s, _ in history(ws, run.id, "loss")] == list(range(1, 81))
+    assert [s for s, _ in history(ws, run.id, "loss")] == list(range(1, 41))
+
+
+@pytest.mark.integration
+def test_smollm2_trains_and_its_adapter_records_the_base_fingerprint(ws):
+    """Two short steps on the embedded SmolLM2 (de-quantised from its GGUF): the real base model trains."""
+    write_job(ws.root)
+    job = (ws.root / "finetune" / "job.yaml").read_text().replace("base_model: tiny-llama", "base_model: smollm2")
+    job = job.replace("max_steps: 6, batch_size: 2, grad_accum: 2", "max_steps: 2, batch_size: 2, grad_accum: 1")
+    (ws.root / "finetune" / "job.yaml").write_text(job)
+    result = run_job(ws, "finetune/job.yaml", device="cpu", progress=False)
+    losses = [v for _, v in history(ws, result.run_id, "loss")]
+    assert len(losses) == 2 and all(0 < v < 20 for v in losses)
+    base = ws.registry.get("model/smollm2")
+    assert result.adapter.spec["base"]["fingerprint"] == base.spec["fingerprint"]

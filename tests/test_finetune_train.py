@@ -224,3 +224,12 @@ def test_a_checkpoint_of_another_plan_is_refused(tiny_llm_dir, tmp_path):
     saved = t.checkpoint(tmp_path, 1, "d")
     with pytest.raises(LLMOpsError, match="made for 2 steps with seed 0, this job plans 3"):
         trainer(tiny_llm_dir, examples(4), max_steps=3).restore(saved)
+
+
+def test_examples_without_a_completion_token_are_left_out(tiny_llm_dir):
+    cut = Ex([5, 6, 7, 8], [IGNORE] * 4)  # max_seq_len cut its whole completion away
+    t = trainer(tiny_llm_dir, examples(4) + [cut], [cut], max_steps=2)
+    assert len(t.train_set) == 4 and t.validation == []
+    assert all(math.isfinite(s.loss) for s in fit(t))
+    with pytest.raises(ConfigError, match="no example has a completion token"):
+        trainer(tiny_llm_dir, [cut], max_steps=1)

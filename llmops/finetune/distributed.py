@@ -5,6 +5,16 @@ MASTER_ADDR, MASTER_PORT); a plain `llmops finetune run` sees none of them and i
 rank trains on its share of each global batch, so the global batch (and the result) is the same
 whatever the number of processes; rank 0 alone opens the run, writes metrics and checkpoints and pushes
 the adapter. The collectives here are the few the training loop needs, each a no-op for one process.
+
+    # several GPUs (or CPU processes) on one machine
+    torchrun --standalone --nproc_per_node 4 -m llmops.cli finetune run finetune/job.yaml
+    # several machines: run on each, with its --node_rank; every machine needs the job, its data and the
+    # base model at the same paths, and the store (LLMOPS_STORE_URL, PostgreSQL) must be reachable by all
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \
+        -m llmops.cli finetune run finetune/job.yaml
+
+Checkpoints are written by rank 0 alone; on `--resume` rank 0 reads the last one and sends it to the
+other ranks over the process group, so the other machines need no copy of `.llmops/finetune/`.
 """
 
 from __future__ import annotations

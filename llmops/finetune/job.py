@@ -174,6 +174,7 @@ def _train(ws: Any, job: Any, report: Any, dist: distributed.Dist, device: Any, 
         start = _restore(trainer, checkpoint, dist, resume=bool(resume))
         if run is not None:
             _log_params(run, job, inputs, trainer, resumed=bool(resume))
+            run.flush()  # the job digest is in the store at once: a job killed early can still be resumed
         stack.enter_context(stop.installed())
         bar = stack.enter_context(_progress(progress and dist.is_main, trainer.plan.total_steps, start))
         figures = _Figures(trainer)
