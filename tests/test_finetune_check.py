@@ -85,6 +85,15 @@ def test_all_linear_adapts_every_linear_layer(tws):
     assert f["ok"] and f["params"]["trainable"] > check_job(tws, job(tws)).to_dict()["params"]["trainable"]
 
 
+def test_layers_adapt_only_the_named_decoder_layers_and_must_exist(tws):
+    every = check_job(tws, job(tws)).to_dict()["params"]["trainable"]
+    top = check_job(tws, job(tws, targets="[q_proj, v_proj], layers: [1]")).to_dict()
+    assert top["ok"] and top["params"]["trainable"] * 2 == every     # the tiny model has 2 layers
+    report = check_job(tws, job(tws, targets="[q_proj, v_proj], layers: [1, 2]"))
+    assert [p.field for p in report.problems] == ["lora.layers"]
+    assert "layer 2 does not exist: tiny has 2 layers" in report.errors[0]
+
+
 def test_a_target_module_not_in_the_model_is_named_with_the_available_ones(tws):
     report = check_job(tws, job(tws, targets="[q_proj, qkv_proj]"))
     assert not report.ok

@@ -167,7 +167,7 @@ def lora_config(job_spec: Any) -> Any:
 
     lora = job_spec.lora
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
-                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
+                      target_modules=lora.target_modules, layers_to_transform=lora.layers, task_type="CAUSAL_LM")
 
 
 def _module_names(model: Any) -> dict[str, list[str]]:
@@ -276,6 +276,11 @@ def _lora(job: Any, base: BaseModelHandle, report: CheckReport) -> Any:
                                  f"a module of {spec.base_model}",
                                  fix=f"available: {', '.join(sorted(names))} (or all-linear)"))
             return None
+    depth = getattr(base.config, "num_hidden_layers", None)
+    if spec.lora.layers and depth is not None and max(spec.lora.layers) >= depth:
+        report.add(job.error("lora.layers", f"layer {max(spec.lora.layers)} does not exist: {spec.base_model} "
+                                            f"has {depth} layers", fix=f"use indices 0 to {depth - 1}"))
+        return None
     try:
         with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in 5.x: noise for users
             warnings.simplefilter("ignore", FutureWarning)
