@@ -260,8 +260,9 @@ def main() -> None:
             print(f"     {tally.identical}/{tally.answers} answers identical to in-process generate; "
                   f"errors {tally.errors}")
         r1, r1b, *http = rates.values()
-        print(f"(1b) / (1): {r1b / r1:.2f}x tokens/s; the batcher ran {stats.rows_per_step:.1f} rows per forward "
-              "pass on average")
+        print(f"(1b) / (1): {r1b / r1:.2f}x tokens/s; the batcher ran {stats.steps} decoding passes of "
+              f"{stats.rows_per_step:.1f} rows on average ({stats.step_seconds:.1f} s) and {stats.prefills} prefill "
+              f"passes of {stats.rows_prefilled / max(stats.prefills, 1):.1f} rows ({stats.prefill_seconds:.1f} s)")
         if not has_app:
             print("\nllmops.serve.app is not there yet: HTTP figures (2), (3) and the load test skipped")
             return

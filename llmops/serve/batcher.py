@@ -195,6 +195,8 @@ class BatcherStats:
     finished: int = 0
     failed: int = 0
     cancelled: int = 0
+    step_seconds: float = 0.0     # wall time in decoding passes
+    prefill_seconds: float = 0.0  # wall time in prefill passes
 
     @property
     def rows_per_step(self) -> float:
@@ -440,8 +442,10 @@ class Batcher:
         for ticket in joiners:
             if ticket.group is not None:
                 by_group.setdefault(id(ticket.group), (ticket.group, []))[1].append(ticket)
+        started = time.perf_counter()
         for group, tickets in by_group.values():
             self._prefill(group, tickets)
+        self.stats.prefill_seconds += time.perf_counter() - started
         with self._cond:
             cancelled, self._cancelled = self._cancelled, []
         for ticket in cancelled:
@@ -455,12 +459,15 @@ class Batcher:
             if not group.decoder.rows:
                 continue
             rows = len(group.decoder.rows)
+            started = time.perf_counter()
             try:
                 group.decoder.step()
             except Exception as exc:
                 log.exception("a forward pass failed; failing its %d requests", rows)
                 self._fail_group(group, exc)
                 continue
+            finally:
+                self.stats.step_seconds += time.perf_counter() - started
             self.stats.steps += 1
             self.stats.rows_stepped += rows
             self._deliver(group)
