@@ -51,10 +51,15 @@ def test_a_valid_job_fills_defaults_and_has_a_digest_of_its_meaning(tmp_path):
     assert other.digest != job.digest
 
 
-def test_the_example_job_in_the_repo_validates():
+def test_the_example_job_in_the_repo_validates_and_retrieves_as_both_rag_qa_chains_do():
+    import yaml
+
     job = load_job(REPO / "finetune" / "handbook-qa.yaml")
     assert job.spec.template.prompt == "rag-qa" and job.spec.retrieval.into == "context"
-    assert job.spec.retrieval.index == "handbook" and job.spec.retrieval.k == 4
+    for chain in ("rag-qa.chain.yaml", "rag-qa-tuned.chain.yaml"):
+        steps = yaml.safe_load((REPO / "prompts" / chain).read_text())["steps"]
+        retrieve = next(s for s in steps if s["type"] == "retrieve")
+        assert (job.spec.retrieval.index, job.spec.retrieval.k) == (retrieve["index"], retrieve["k"]), chain
     assert job.spec.template.completion == "answer" and job.spec.output == "handbook-qa"
 
 

@@ -100,7 +100,7 @@ class GenerateStep(StepSpec):
 
     type: Literal["generate"]
     model: ref_field("model") = Field(description="Model ref, e.g. `smollm2`.")
-    adapter: ref_field("adapter") | None = Field(None, description="Adapter ref, e.g. `qa-lora@production`.")
+    adapter: ref_field("adapter") | None = Field(None, description="Adapter ref, e.g. `qa-lora@3`; a bare name is `@production`, else latest.")
     params: ModelParams = Field(default_factory=ModelParams,
                                 description="Generation params; override the prompt's model_params.")
     input: str | None = Field(None, description=_INPUT.format(what="rendered prompt"))
@@ -122,12 +122,11 @@ class GenerateStep(StepSpec):
         pin.use(model_av)
         adapter_path = None
         if self.adapter:
-            from llmops.finetune.adapters import adapter_folder, check_adapter_base
+            from llmops.finetune.adapters import resolve_adapter
 
-            adapter_av = pin.ws.registry.get(self.adapter, kind="adapter", record=False)
-            check_adapter_base(adapter_av, model_av)  # an adapter of another base is refused, never loaded
+            # a bare name is @production, else latest; an adapter of another base is refused, never loaded
+            adapter_av, adapter_path = resolve_adapter(pin.ws, self.adapter, model_av)
             pin.use(adapter_av)
-            adapter_path = adapter_folder(pin.ws, adapter_av)
         source = pin.source("prompt")  # a Prompt when a prompt step feeds this one
         prompt_params = getattr(source, "model_params", None)
         params = {**(prompt_params.as_dict() if prompt_params is not None else {}), **self.params.as_dict()}

@@ -3,6 +3,8 @@
 A `min` gate passes when the metric's mean is at least the threshold; a `max_regression` gate
 passes when the mean fell at most `threshold` below the baseline's (the point estimate of the paired
 difference; the interval is in the detail). Without a baseline a regression gate passes, and says so.
+A `min_improvement` gate passes when the low end of the paired difference's interval reaches the
+threshold, so "better" means better beyond the bootstrap's noise; without a baseline it fails.
 """
 
 from __future__ import annotations
@@ -37,4 +39,19 @@ def check_gates(gates: list[Any], metrics: dict[str, dict], baseline: dict | Non
                         "detail": f"delta {d['delta']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] against "
                                   f"{baseline['target']['ref']} (p_better {d['p_better']:.2f}), "
                                   f"allowed regression {gate.max_regression:g}"})
+        if gate.min_improvement is not None:
+            out.append(_improvement(gate, baseline))
     return out
+
+
+def _improvement(gate: Any, baseline: dict | None) -> dict:
+    gate_row = {"name": f"{gate.metric} improvement >= {gate.min_improvement:g}", "metric": gate.metric,
+                "kind": "min_improvement", "threshold": gate.min_improvement}
+    if baseline is None:
+        return {**gate_row, "value": 0.0, "passed": False,
+                "detail": "no baseline to improve on; give the suite a `baseline:` that exists"}
+    d = baseline["deltas"][gate.metric]
+    return {**gate_row, "value": d["low"], "passed": bool(d["low"] >= gate.min_improvement),
+            "detail": f"delta {d['delta']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] against "
+                      f"{baseline['target']['ref']} (p_better {d['p_better']:.2f}); the interval's low end must "
+                      f"reach {gate.min_improvement:g}"}

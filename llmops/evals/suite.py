@@ -69,17 +69,21 @@ class MetricSpec(_Strict):
 
 
 class GateSpec(_Strict):
-    """A pass/fail rule on one metric: an absolute minimum, a maximum regression against the baseline, or both."""
+    """A pass/fail rule on one metric: an absolute minimum, a maximum regression or a minimum improvement against
+    the baseline (any of them together)."""
 
     metric: str = Field(description="A metric listed under `metrics`.")
     min: float | None = Field(None, description="The metric's mean must be at least this (metric scale).")
     max_regression: float | None = Field(
         None, ge=0, description="The mean may fall at most this much below the baseline's (metric scale).")
+    min_improvement: float | None = Field(
+        None, ge=0, description="The paired difference to the baseline must be at least this at the low end of "
+                                "its confidence interval: better beyond the noise (a new adapter against the base).")
 
     @model_validator(mode="after")
     def _something(self) -> GateSpec:
-        if self.min is None and self.max_regression is None:
-            raise ValueError("a gate needs `min:` and/or `max_regression:`")
+        if self.min is None and self.max_regression is None and self.min_improvement is None:
+            raise ValueError("a gate needs `min:`, `max_regression:` and/or `min_improvement:`")
         return self
 
 

@@ -48,7 +48,7 @@ def resolve_target(ws: Any, suite: Any) -> ResolvedTarget:
             raise _field_error(suite, "chain", exc) from None
         return _chain_target(chain, override)
     from llmops.chains.steps import _model
-    from llmops.finetune.adapters import adapter_folder, check_adapter_base
+    from llmops.finetune.adapters import resolve_adapter
     from llmops.models import load_backend
 
     try:
@@ -61,16 +61,11 @@ def resolve_target(ws: Any, suite: Any) -> ResolvedTarget:
         raise _field_error(suite, "model", exc) from None
     versions, adapter_path = [prompt.asset, model_av], None
     if t.adapter:
-        try:
-            adapter_av = ws.registry.get(t.adapter, kind="adapter", record=False)
-        except LLMOpsError as exc:
-            raise _field_error(suite, "adapter", exc) from None
-        try:
-            check_adapter_base(adapter_av, model_av)  # an adapter of another base is refused, never loaded
+        try:  # a bare name is @production, else latest; an adapter of another base is refused
+            adapter_av, adapter_path = resolve_adapter(ws, t.adapter, model_av)
         except LLMOpsError as exc:
             raise _field_error(suite, "adapter", exc) from None
         versions.append(adapter_av)
-        adapter_path = adapter_folder(ws, adapter_av)
     backend = load_backend(model_av.spec, adapter_path=adapter_path)
     params = {**prompt.model_params.as_dict(), **override}
     target = ResolvedTarget("prompt", prompt.asset.ref, versions, dict(prompt.variables), params,

@@ -342,11 +342,12 @@ def _name_taken(ws: Any, job: Any, base: BaseModelHandle, report: CheckReport) -
             return
 
 
-def _steps(job: Any, train: int, world: int = 1) -> int:
+def _steps(job: Any, train: int) -> int:
+    """Optimizer steps; the global batch is batch_size x grad_accum whatever the number of processes."""
     t = job.spec.training
     if t.max_steps is not None:
         return t.max_steps
-    per_epoch = max(1, math.ceil(train / (t.batch_size * t.grad_accum * world)))
+    per_epoch = max(1, math.ceil(train / (t.batch_size * t.grad_accum)))
     return max(1, math.ceil(per_epoch * t.epochs))
 
 

@@ -116,8 +116,11 @@ class TrainingSpec(_Strict):
     warmup_steps: int = Field(0, ge=0, description="Steps of linear warmup.")
     warmup_ratio: float | None = Field(None, ge=0, lt=1, description="Warmup as a share of all steps (instead of "
                                                                       "warmup_steps).")
-    batch_size: int = Field(4, ge=1, le=65536, description="Examples per forward pass (per process).")
+    batch_size: int = Field(4, ge=1, le=65536, description="Examples per forward pass; batch_size x grad_accum is "
+                                                           "an optimizer step's global batch, over all processes.")
     grad_accum: int = Field(1, ge=1, le=65536, description="Forward passes per optimizer step.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Clip the global gradient norm to this (0: no clipping; "
+                                                        "the norm is logged either way).")
     max_seq_len: int = Field(512, ge=8, le=1_048_576, description="Tokens per example; longer ones are cut at the end.")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seeds the split, the shuffling, dropout and LoRA init.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA if "
