@@ -216,6 +216,22 @@ def test_regression_gate_fails_a_worse_version(qa, capsys):
     assert code == 1 and gate["passed"] is False and gate["value"] <= -0.1
 
 
+def test_improvement_gate_needs_the_whole_interval_above_the_threshold(qa, capsys):
+    push_v2(qa)
+    suite = qa.root / "evals" / "qa.yaml"
+    suite.write_text(suite_text(gates=[{"metric": "exact_match", "min_improvement": 0.0}]))
+    args = ["-w", str(qa.root), "eval", "run", str(suite), "--json"]
+    code, out, _ = call(capsys, *args, "--target", "qa@2", "--baseline", "qa@1")
+    gate = json.loads(out)["gates"][0]
+    assert code == 1 and gate["kind"] == "min_improvement" and gate["passed"] is False   # v2 is worse
+    code, out, _ = call(capsys, *args, "--target", "qa@1", "--baseline", "qa@2")
+    gate = json.loads(out)["gates"][0]
+    assert code == 0 and gate["passed"] is True and gate["value"] >= 0.0   # the interval's low end
+    code, out, _ = call(capsys, *args, "--target", "qa@1")
+    gate = json.loads(out)["gates"][0]
+    assert code == 1 and "no baseline to improve on" in gate["detail"]   # nothing to be better than
+
+
 def test_eval_report_and_compare_from_stored_runs(qa, capsys, tmp_path):
     from llmops.evals import evaluate
 
