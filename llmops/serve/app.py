@@ -106,7 +106,9 @@ class Server:
         self.chains = ChainCache(ws, self.engines)
         self.metrics = Metrics()
         self.in_flight = InFlight()
-        self.tracer = _tracer(ws)
+        from llmops.serve.tracing import Tracer
+
+        self.tracer = Tracer(ws)
         self.loras: Any = None     # the LoraRegistry of adapters loaded at run time (lora_admin)
         self.vllm: Any = None      # the VLLMSupervisor of the vllm backend
 
@@ -121,8 +123,7 @@ class Server:
         if self.vllm is not None:
             self.vllm.close()
         self.engines.close()
-        if self.tracer is not None:
-            self.tracer.close()
+        self.tracer.close()
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -139,8 +140,6 @@ class Server:
                              error_code=error.code if error is not None else None)
         if call.first_token_ms is not None:
             self.metrics.first_token(call.route, call.labels, call.first_token_ms / 1000)
-        if self.tracer is None:
-            return
         target = call.target
         latency = {"total": round(seconds * 1000, 3)}
         if call.first_token_ms is not None:
@@ -348,15 +347,6 @@ async def _deadline(stream: Any, deadline: float) -> AsyncIterator[Any]:
 async def _until_disconnected(http: Request) -> None:
     while not await http.is_disconnected():
         await asyncio.sleep(0.25)
-
-
-def _tracer(ws: Workspace) -> Any:
-    try:
-        from llmops.serve.tracing import Tracer
-    except ImportError:
-        log.warning("llmops.serve.tracing is missing: requests are not recorded as runs")
-        return None
-    return Tracer(ws)
 
 
 def create_app(ws: Workspace, settings: ServeSettings | None = None, **overrides: Any) -> FastAPI:

@@ -87,27 +87,12 @@ def resolve_model(ws: Any, name: str) -> AssetVersion:
 
 
 def resolve_adapter(ws: Any, ref: str, model_av: AssetVersion) -> tuple[AssetVersion, Path]:
-    """An adapter version for a base: the fine-tuning module's rules when present, else `production`
-    then latest (and no base check)."""
-    try:
-        from llmops.finetune.adapters import resolve_adapter as finetune_resolve
-    except ImportError:
-        finetune_resolve = None
-    try:
-        if finetune_resolve is not None:
-            return finetune_resolve(ws, ref, model_av)
-        from llmops.chains.steps import _adapter_folder
-        from llmops.store.refs import parse_ref
+    """An adapter version for a base (llmops.finetune.adapters' rule: a bare name is `production`, else
+    latest), as an API error: 400 for a bad name or an adapter of another base, 404 for none."""
+    from llmops.finetune.adapters import resolve_adapter as resolve_for_base
 
-        r = parse_ref(ref, default_kind="adapter", kinds=("adapter",))
-        if r.selector is None:
-            try:
-                av = ws.registry.get(f"{r}@production", record=False)
-            except AliasNotFound:
-                av = ws.registry.get(str(r), record=False)
-        else:
-            av = ws.registry.get(str(r), record=False)
-        return av, Path(_adapter_folder(ws, av))
+    try:
+        return resolve_for_base(ws, ref, model_av)
     except (InvalidRef, InvalidAlias) as exc:
         raise APIError(400, f"{ref!r} is not an adapter name: {exc}", param="model", code="invalid_model") from None
     except (AssetNotFound, AliasNotFound) as exc:

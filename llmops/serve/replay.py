@@ -99,10 +99,8 @@ def _llm_request(route: str, body: Any, gen: dict[str, Any]) -> Any:
 
 
 def _adapter_path(ws: "Workspace", av: Any) -> Any:
-    try:
-        from llmops.finetune.adapters import adapter_folder
-    except ImportError:  # pragma: no cover - the fine-tuning module is part of the package
-        from llmops.chains.steps import _adapter_folder as adapter_folder
+    from llmops.finetune.adapters import adapter_folder
+
     return adapter_folder(ws, av)
 
 
