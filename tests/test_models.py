@@ -248,6 +248,27 @@ def test_load_backend_accepts_specs_and_backends(tiny_llm, tiny_llm_dir):
     assert from_spec.chat(CHAT, max_tokens=8) == tiny_llm.chat(CHAT, max_tokens=8)
 
 
+def test_the_spec_names_the_device_and_a_wrong_one_is_refused(tiny_llm, tiny_llm_dir):
+    import torch
+
+    on_cpu = load_backend({"backend": "transformers", "source": str(tiny_llm_dir), "device": "cpu"})
+    assert str(on_cpu.device) == "cpu"
+    assert on_cpu.chat(CHAT, max_tokens=8) == tiny_llm.chat(CHAT, max_tokens=8)
+    assert str(on_cpu.with_adapter(None).device) == "cpu"
+    auto = load_backend({"backend": "transformers", "source": str(tiny_llm_dir), "device": "auto"})
+    assert auto.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(SpecError, match="device") as err:  # caught before any weights load
+        load_backend({"backend": "transformers", "source": str(tiny_llm_dir), "device": "gpu0"})
+    assert err.value.field == "device"
+    from llmops.models.transformers_backend import TransformersBackend
+
+    with pytest.raises(BackendError, match="unknown device 'tpu'.*'cpu', 'cuda', 'cuda:N' or 'auto'"):
+        TransformersBackend(tiny_llm_dir, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendError, match="sees no CUDA GPU here; use device 'cpu' or 'auto'"):
+            load_backend({"backend": "transformers", "source": str(tiny_llm_dir), "device": "cuda"})
+
+
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
 def test_vllm_backend_explains_how_to_install_it():
     with pytest.raises(BackendError, match=r"pip install 'llmops\[vllm\]'"):

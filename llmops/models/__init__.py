@@ -75,7 +75,7 @@ def _from_spec(obj: Any, adapter_path: str | None) -> Backend | None:
                         f"(fingerprint {actual[:12]} != {spec.fingerprint[:12]}); restore them or push the "
                         "model again with a new model_spec()")
             return TransformersBackend(spec.source, adapter_path=adapter_path or spec.adapter_path,
-                                       max_batch_size=spec.max_batch_size)
+                                       max_batch_size=spec.max_batch_size, device=spec.device)
         if kind == "openai":
             from llmops.models.openai_backend import OpenAIBackend, OpenAISpec
 

@@ -1,4 +1,4 @@
-"""The default backend: a local causal LM run by transformers on the CPU.
+"""The default backend: a local causal LM run by transformers (on the CPU unless the spec names a device).
 
 Decoding is a small explicit loop over the model's forward pass with its KV cache,
 rather than `model.generate`, because the loop gives what the protocol promises
@@ -19,6 +19,7 @@ import inspect
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections import deque
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmops.errors import BackendError
 from llmops.models.fingerprint import ModelFingerprint, fingerprint
@@ -35,13 +36,16 @@ from llmops.models.protocol import Backend, FinishReason, Generation, Generation
 from llmops.models.sources import DEFAULT_MODEL, ModelSource, resolve_source
 from llmops.models.stops import cut_at_stop, emittable
 
-__all__ = ["Decoder", "Row", "TransformersBackend", "TransformersSpec", "clear_model_cache"]
+__all__ = ["Decoder", "Row", "TransformersBackend", "TransformersSpec", "clear_model_cache", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
 # Nothing reaches a model hub at run time (from_pretrained also gets local_files_only=True).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+_DEVICE = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
 
 
 class TransformersSpec(BaseModel):
@@ -54,6 +58,39 @@ class TransformersSpec(BaseModel):
     adapter_path: str | None = Field(None, description="a LoRA adapter folder saved by PEFT")
     fingerprint: str | None = Field(None, description="if set, loading checks the files still hash to it")
     max_batch_size: int = Field(8, ge=1, description="rows decoded together by `batch`")
+    device: str = Field("cpu", description="where the weights go: 'cpu', 'cuda', 'cuda:N', or 'auto' (CUDA when "
+                                           "available)")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError(f"unknown device {value[:40]!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto'")
+        return value
+
+
+def resolve_device(device: str = "cpu") -> str:
+    """The torch device `device` names: 'auto' is 'cuda' when CUDA is available, else 'cpu'.
+
+    Checked before any weights load, so a wrong name or a missing GPU fails at once and clearly.
+    """
+    if not isinstance(device, str) or not _DEVICE.match(device):
+        raise BackendError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when available)")
+    if device == "cpu":
+        return device
+    import torch
+
+    available = torch.cuda.is_available()
+    if device == "auto":
+        return "cuda" if available else "cpu"
+    if not available:
+        raise BackendError(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA GPU here; "
+                           "use device 'cpu' or 'auto'")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise BackendError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
+                           f"device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return device
 
 
 @dataclass
@@ -73,8 +110,8 @@ def clear_model_cache() -> None:
         _cache.clear()
 
 
-def _load_base(source: ModelSource) -> _Loaded:
-    key = (str(source.folder), source.gguf_file or "")
+def _load_base(source: ModelSource, device: str = "cpu") -> _Loaded:
+    key = (str(source.folder), source.gguf_file or "", device)
     with _cache_lock:
         if key in _cache:
             return _cache[key]
@@ -92,9 +129,9 @@ def _load_base(source: ModelSource) -> _Loaded:
             model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
         except (OSError, ValueError) as exc:
             raise BackendError(f"cannot load the model in {folder}: {exc}") from exc
-        model.to("cpu").eval()
         if converted is not None and folder != converted:
-            _save_converted(model, tokenizer, converted)
+            _save_converted(model, tokenizer, converted)  # from the CPU, before the move
+        model.to(device).eval()
         loaded = _Loaded(model, tokenizer, time.perf_counter() - started)
         log.info("loaded %s in %.1f s", source.model_id, loaded.load_seconds)
         _cache[key] = loaded
@@ -137,8 +174,8 @@ def _save_converted(model: Any, tokenizer: Any, target: Path) -> None:
             model.config.quantization_config = qconfig
 
 
-def _load(source: ModelSource, adapter_path: str | None) -> _Loaded:
-    base = _load_base(source)
+def _load(source: ModelSource, adapter_path: str | None, device: str = "cpu") -> _Loaded:
+    base = _load_base(source, device)
     if adapter_path is None:
         return base
     adapter = Path(adapter_path).expanduser().resolve()
@@ -147,7 +184,7 @@ def _load(source: ModelSource, adapter_path: str | None) -> _Loaded:
         raise BackendError(f"{adapter} is not a PEFT adapter folder: it has no adapter_config.json "
                            "(save one with peft_model.save_pretrained(folder))")
     # The mtime is in the key so that an adapter retrained into the same folder is reloaded.
-    key = (str(source.folder), source.gguf_file or "", str(adapter), str(config.stat().st_mtime_ns))
+    key = (str(source.folder), source.gguf_file or "", device, str(adapter), str(config.stat().st_mtime_ns))
     with _cache_lock:
         if key in _cache:
             return _cache[key]
@@ -343,11 +380,13 @@ class TransformersBackend(Backend):
     """A local causal LM (a Hugging Face folder or a GGUF file), optionally with a LoRA adapter."""
 
     def __init__(self, source: str | os.PathLike[str] | ModelSource = DEFAULT_MODEL, *,
-                 adapter_path: str | os.PathLike[str] | None = None, max_batch_size: int = 8):
+                 adapter_path: str | os.PathLike[str] | None = None, max_batch_size: int = 8,
+                 device: str = "cpu"):
+        self.device_name = resolve_device(device)
         self.source = source if isinstance(source, ModelSource) else resolve_source(source)
         self.adapter_path = os.fspath(adapter_path) if adapter_path is not None else None
         self.max_batch_size = max_batch_size
-        loaded = _load(self.source, self.adapter_path)
+        loaded = _load(self.source, self.adapter_path, self.device_name)
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.load_seconds = loaded.load_seconds
         self.model_id = self.source.model_id
@@ -365,12 +404,13 @@ class TransformersBackend(Backend):
 
     @property
     def device(self) -> Any:
-        """Where the model's weights are (the CPU, unless a caller moved `model`); inputs are made there."""
+        """Where the model's weights are (`device`, unless a caller moved `model`); inputs are made there."""
         return getattr(self.model, "device", "cpu")
 
     def with_adapter(self, adapter_path: str | os.PathLike[str] | None) -> TransformersBackend:
         """The same base model with another adapter (or none); loaded models are shared via the cache."""
-        return type(self)(self.source, adapter_path=adapter_path, max_batch_size=self.max_batch_size)
+        return type(self)(self.source, adapter_path=adapter_path, max_batch_size=self.max_batch_size,
+                          device=self.device_name)
 
     def fingerprint(self, cache_dir: str | os.PathLike[str] | None = None) -> ModelFingerprint:
         """The base model's fingerprint (for lineage; an adapter is versioned as its own asset)."""
