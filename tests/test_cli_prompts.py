@@ -48,7 +48,8 @@ def test_push_diff_render_alias_history(root, tmp_path):
     assert [(p["ref"], p["outcome"]) for p in first] == [("prompt/qa@1", "new")]
     pushed = ok_json(root, "prompts", "push", root / "prompts", "-m", "v2")
     assert {p["ref"]: p["outcome"] for p in pushed} == {
-        "prompt/qa@2": "new", "prompt/rag-qa@1": "new", "prompt/summarize@1": "new", "chain/rag-qa@1": "new"}
+        "prompt/qa@2": "new", "prompt/rag-qa@1": "new", "prompt/summarize@1": "new", "chain/rag-qa@1": "new",
+        "chain/rag-qa-tuned@1": "new"}
     again = ok_json(root, "prompts", "push", root / "prompts")
     assert {p["outcome"] for p in again} == {"unchanged"}  # unchanged files create no version
 
@@ -63,7 +64,7 @@ def test_push_diff_render_alias_history(root, tmp_path):
     assert "Why?" in ok(root, "prompts", "render", "qa@production", "--var", "question=Why?")
     history = ok_json(root, "prompts", "history", "qa")
     assert [(e["event"], e.get("version") or e.get("to")) for e in history] == [("version", 1), ("version", 2), ("alias", 1)]
-    assert [c["ref"] for c in ok_json(root, "chains", "list")] == ["chain/rag-qa@1"]
+    assert [c["ref"] for c in ok_json(root, "chains", "list")] == ["chain/rag-qa@1", "chain/rag-qa-tuned@1"]
     assert [c["ref"] for c in ok_json(root, "prompts", "list")] == ["prompt/qa@2", "prompt/rag-qa@1", "prompt/summarize@1"]
     shown = json.loads(ok(root, "chains", "show", "rag-qa@1"))
     assert shown["plan"]["order"] == ["retrieve", "prompt", "generate", "answer"]
@@ -80,7 +81,8 @@ def test_push_prints_what_the_library_did_for_each_file_and_a_revert_becomes_lat
     lines = ok(root, "prompts", "push").splitlines()
     outcome = {line.split()[0]: line.split(None, 2)[2] for line in lines}
     assert outcome == {"prompt/qa@3": "reverts @1", "prompt/rag-qa@1": "unchanged",
-                       "prompt/summarize@1": "unchanged", "chain/rag-qa@1": "unchanged"}
+                       "prompt/summarize@1": "unchanged", "chain/rag-qa@1": "unchanged",
+                       "chain/rag-qa-tuned@1": "unchanged"}
 
     shown = ok(root, "prompts", "show", "qa")
     assert shown.splitlines()[0].startswith("# prompt/qa@3 ")

@@ -45,7 +45,8 @@ def push_v1_then_v2(ws, folder):
 
 def test_push_folder_pushes_prompts_and_chains_and_is_idempotent(ws, folder):
     pushed = ws.prompts.push_folder(message="initial")
-    assert sorted(av.ref for av in pushed) == ["chain/rag-qa@1", "prompt/qa@1", "prompt/rag-qa@1", "prompt/summarize@1"]
+    assert sorted(av.ref for av in pushed) == ["chain/rag-qa-tuned@1", "chain/rag-qa@1", "prompt/qa@1", "prompt/rag-qa@1",
+                                               "prompt/summarize@1"]
     assert all(av.message == "initial" for av in pushed)
     again = ws.prompts.push_folder(message="nothing changed")
     assert [av.ref for av in again] == [av.ref for av in pushed]
@@ -252,7 +253,11 @@ def test_external_refs_are_checked_on_request(ws, folder):
         ws.prompts.push_folder(check_external=True)
     assert ws.registry.list() == []
     ws.registry.push("index", "handbook", {"dim": 384})
-    assert len(ws.prompts.push_folder(check_external=True)) == 4
+    with pytest.raises(SpecError, match=r"adapter 'handbook-qa' does not exist"):   # rag-qa-tuned's adapter
+        ws.prompts.push_folder(check_external=True)
+    assert [av.kind for av in ws.registry.list()] == ["index"]
+    ws.registry.push("adapter", "handbook-qa", {"format": "peft-lora"})
+    assert len(ws.prompts.push_folder(check_external=True)) == 5
 
 
 def test_push_of_a_missing_path(ws):

@@ -66,13 +66,18 @@ def browser():
 
 
 class Watch:
-    """Problems a page reported: console errors, script errors, failed requests, HTTP errors."""
+    """Problems a page reported: console errors, script errors, failed requests, HTTP errors.
+
+    A request the browser itself cancelled (`net::ERR_ABORTED`: the favicon still loading when the test
+    navigates on) is not a failure of the server; every answer the server gave is checked by status.
+    """
 
     def __init__(self, page):
         self.problems: list[str] = []
         page.on("console", lambda m: m.type == "error" and self.problems.append(f"console: {m.text}"))
         page.on("pageerror", lambda e: self.problems.append(f"script error: {e}"))
-        page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url} {r.failure}"))
+        page.on("requestfailed", lambda r: "ERR_ABORTED" not in (r.failure or "")
+                and self.problems.append(f"failed: {r.url} {r.failure}"))
         page.on("response", lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status}: {r.url}"))
 
 

@@ -241,7 +241,7 @@ class Engines:
             return backend
         src = backend.source
         path = src.folder / src.gguf_file if src.gguf_file else src.folder
-        engine = self._engine({"source": str(path)}, src.model_id)
+        engine = self._engine({"source": str(path), "device": backend.device_name}, src.model_id)
         return engine.batcher.as_backend(backend.adapter_path)
 
     def loaded(self) -> dict[str, Any]:
