@@ -60,6 +60,19 @@ def ws(tmp_path):
     ws.close()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny-model tests (`pytestmark = pytest.mark.usefixtures(...)`):
+    tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads that wait for each
+    other make each step ~100x slower. Restored afterwards, so other modules are unaffected."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # -- the tiny local chat LLM (tests/model_support.py), built once per session -----------------------
 
 @pytest.fixture(scope="session")

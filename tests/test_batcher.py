@@ -21,15 +21,7 @@ from llmops.serve.batcher import Batcher
 CHAT = [{"role": "user", "content": "Hello there, how are you?"}]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """As in test_models: one torch thread for the tiny model on a shared 2-core machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture

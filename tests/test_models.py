@@ -26,16 +26,7 @@ from model_support import CHAT_TEMPLATE
 CHAT = [{"role": "user", "content": "Hello there, how are you?"}]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads that wait for
-    each other make each step ~100x slower; restored afterwards so other test modules are unaffected."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
