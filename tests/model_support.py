@@ -37,3 +37,17 @@ def build_tiny_model(folder: Path) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def make_adapter(tiny_llm_dir: Path, folder: Path, seed: int = 1) -> Path:
+    """A LoRA adapter (r 4 on q_proj/v_proj) with random, non-zero weights, saved by PEFT into `folder`."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights=False))
+    peft_model.save_pretrained(folder)
+    return folder

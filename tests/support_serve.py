@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from model_support import make_adapter
+
 __all__ = ["Served", "build_served_ws", "make_adapter", "push_adapter", "push_chains", "serve_ws", "write_file"]
 
 
@@ -63,20 +65,6 @@ def serve_ws(ws: Any, settings: Any = None, **overrides: Any) -> Iterator[Served
 
 
 # -- a workspace to serve: the tiny Llama as `model/tiny`, two real PEFT adapters, two chains ---------------
-
-def make_adapter(tiny_llm_dir: Path, folder: Path, seed: int = 1) -> Path:
-    """A LoRA adapter with random (non-zero) weights, saved by PEFT."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
-    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                 init_lora_weights=False))
-    peft_model.save_pretrained(folder)
-    return folder
-
 
 def push_adapter(ws: Any, name: str, folder: Path, base_ref: str = "model/tiny@1") -> Any:
     files = {p.name: p for p in folder.iterdir() if p.is_file()}

@@ -13,6 +13,7 @@ import pytest
 from llmops.errors import BackendError, SpecError
 from llmops.finetune.adapters import adapter_folder, check_adapter_base, push_adapter, resolve_adapter
 from llmops.finetune.spec import load_job
+from model_support import make_adapter
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +35,7 @@ def other_base(tiny_llm_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def lora_dir(tiny_llm_dir, tmp_path_factory) -> Path:
     """A real PEFT adapter saved from the tiny model (random, non-zero LoRA weights)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(3)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llm_dir),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    folder = tmp_path_factory.mktemp("lora") / "qa-lora"
-    model.save_pretrained(folder)
-    return folder
+    return make_adapter(tiny_llm_dir, tmp_path_factory.mktemp("lora") / "qa-lora", seed=3)
 
 
 def write(root: Path, rel: str, text: str) -> Path:

@@ -17,6 +17,7 @@ from llmops.errors import BackendError
 from llmops.models import Request, load_backend
 from llmops.models.transformers_backend import Decoder
 from llmops.serve.batcher import Batcher
+from model_support import make_adapter
 
 CHAT = [{"role": "user", "content": "Hello there, how are you?"}]
 
@@ -317,18 +318,7 @@ def test_the_batcher_as_a_backend(tiny_llm, batcher):
 
 @pytest.fixture(scope="module")
 def adapter_dir(tiny_llm_dir, tmp_path_factory) -> Path:
-    """A LoRA adapter with random (non-zero) weights, saved by PEFT."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(1)
-    base = AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
-    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                 init_lora_weights=False))
-    folder = tmp_path_factory.mktemp("adapter") / "qa-lora"
-    peft_model.save_pretrained(folder)
-    return folder
+    return make_adapter(tiny_llm_dir, tmp_path_factory.mktemp("adapter") / "qa-lora")
 
 
 def test_requests_for_several_adapters_are_served_together(tiny_llm, tiny_llm_dir, adapter_dir, batcher):

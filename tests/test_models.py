@@ -21,7 +21,7 @@ import llmops.models as models
 from llmops.errors import BackendError, SpecError
 from llmops.models import Generation, GenerationParams, Request, fingerprint, load_backend, model_spec
 from llmops.models.stops import cut_at_stop, emittable
-from model_support import CHAT_TEMPLATE
+from model_support import CHAT_TEMPLATE, make_adapter
 
 CHAT = [{"role": "user", "content": "Hello there, how are you?"}]
 
@@ -31,18 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 @pytest.fixture(scope="module")
 def adapter_dir(tiny_llm_dir, tmp_path_factory) -> Path:
-    """A LoRA adapter with random (non-zero) weights, saved by PEFT."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(1)
-    base = AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
-    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                 init_lora_weights=False))
-    folder = tmp_path_factory.mktemp("adapter") / "qa-lora"
-    peft_model.save_pretrained(folder)
-    return folder
+    return make_adapter(tiny_llm_dir, tmp_path_factory.mktemp("adapter") / "qa-lora")
 
 
 def _word(text: str, index: int = 1) -> str:
