@@ -11,7 +11,7 @@ import torch
 
 from llmops.errors import ConfigError, LLMOpsError
 from llmops.finetune import checkpoint as ckpt
-from llmops.finetune.train import (IGNORE, LoraSettings, LoraTrainer, Settings, collate, fit, loss_tokens,
+from llmops.finetune.train import (IGNORE, LoraTrainer, Settings, collate, fit, loss_tokens,
                                    micro_batches, plan, resolve_precision, token_loss_sum)
 
 CPU = torch.device("cpu")
@@ -43,7 +43,10 @@ def model(folder):
 
 
 def trainer(folder, train, validation=(), **kw):
-    lora = LoraSettings(**{k: kw.pop(k) for k in ("r", "dropout", "target_modules") if k in kw})
+    from peft import LoraConfig
+
+    lora = LoraConfig(r=kw.pop("r", 8), lora_alpha=16, lora_dropout=kw.pop("dropout", 0.05),
+                      target_modules=kw.pop("target_modules", ["q_proj", "v_proj"]), task_type="CAUSAL_LM")
     settings = Settings(**{"max_steps": 4, "batch_size": 4, "lr": 1e-2, **kw})
     return LoraTrainer(model(folder), train, list(validation), settings, lora, device=CPU)
 

@@ -32,7 +32,7 @@ from llmops.finetune.distributed import Dist, shard
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoraSettings", "LoraTrainer", "Plan", "Settings", "StepStats", "StopFlag", "Stopped", "collate", "fit",
+__all__ = ["LoraTrainer", "Plan", "Settings", "StepStats", "StopFlag", "Stopped", "collate", "fit",
            "micro_batches", "plan"]
 
 IGNORE = -100
@@ -68,28 +68,6 @@ class Settings:
             training.model_dump() if hasattr(training, "model_dump") else vars(training))
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known and v is not None})
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    r: int = 8
-    alpha: float = 16
-    dropout: float = 0.05
-    target_modules: Any = ("q_proj", "v_proj")
-    bias: str = "none"
-
-    @classmethod
-    def from_spec(cls, lora: Any) -> LoraSettings:
-        data = lora if isinstance(lora, dict) else (lora.model_dump() if hasattr(lora, "model_dump") else vars(lora))
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known and v is not None})
-
-    def peft_config(self):
-        from peft import LoraConfig
-
-        targets = self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets,
-                          bias=self.bias, task_type="CAUSAL_LM")
 
 
 @dataclass(frozen=True)
@@ -255,7 +233,7 @@ class LoraTrainer:
     """A PEFT LoRA model with its optimizer, schedule and data plan; `step(s)` runs optimizer step s.
 
     `model` is a transformers causal LM that this trainer owns from now on (PEFT changes it in place);
-    `lora` a PEFT `LoraConfig` or LoraSettings.
+    `lora` a PEFT `LoraConfig` (`llmops.finetune.checks.lora_config` makes a job's).
     """
 
     def __init__(self, model: Any, train: Sequence[Any], validation: Sequence[Any], settings: Settings,
@@ -286,8 +264,7 @@ class LoraTrainer:
             torch.manual_seed(settings.seed)  # the LoRA init (A random, B zero) follows the seed
             with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in 5.x: noise for users
                 warnings.simplefilter("ignore", FutureWarning)
-                config = lora.peft_config() if isinstance(lora, LoraSettings) else lora
-                self.peft_model = get_peft_model(model, config).to(device)
+                self.peft_model = get_peft_model(model, lora).to(device)
         # Dropout draws from the trainer's own generator state, swapped in for each step, so that nothing
         # else in the process (another trainer, user code) shifts it, and a checkpoint can hold it.
         self.rng = _seeded_rng(settings.seed + 7919 * self.dist.rank, device)
