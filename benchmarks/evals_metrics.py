@@ -18,10 +18,11 @@ import gc
 import os
 import platform
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from machine import cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -52,13 +53,6 @@ def make_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
         refs.append(" ".join(ref))
     return preds, refs
 
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def best_of(rounds: int, jobs: dict, before=None) -> tuple[dict[str, float], dict]:

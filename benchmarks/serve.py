@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from machine import cpu_name
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -48,17 +50,6 @@ STORIES = ["Write a long story about a dragon who learns to bake bread.",
            "Write a long essay about the history of the bicycle.",
            "Write a long story about a lighthouse keeper and a storm."]
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -187,7 +178,7 @@ def main() -> None:
     from llmops.serve.batcher import Batcher
 
     torch.set_num_threads(args.threads)
-    print(f"CPU: {cpu_model()}; {os.cpu_count()} cores; torch threads {args.threads}; "
+    print(f"CPU: {cpu_name()}; {os.cpu_count()} cores; torch threads {args.threads}; "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     backend = load_backend("smollm2")
     questions = (QUESTIONS * (args.prompts // len(QUESTIONS) + 1))[: args.prompts]

@@ -296,7 +296,8 @@ def main() -> None:
 
     import llmops
     from llmops.models import model_spec
-    from serve import cpu_model, pct
+    from machine import cpu_name
+    from serve import pct
 
     with tempfile.TemporaryDirectory(prefix="serve-gpu-") as tmp:
         started = time.perf_counter()
@@ -315,7 +316,7 @@ def main() -> None:
         try:
             run_level(server.url, min(top, 8), 1, tokens)  # warm-up: loads the model, first kernels
             report = server.ask("report")
-            where = report["gpu"] if args.device == "cuda" else f"CPU {cpu_model()} ({os.cpu_count()} cores)"
+            where = report["gpu"] if args.device == "cuda" else f"CPU {cpu_name()} ({os.cpu_count()} cores)"
             print(f"served on {report['device']} ({where}), weights {report['dtype']}; torch {torch.__version__}; "
                   f"greedy chat completions, streamed, max_tokens {tokens}; batcher max_batch_size {top}")
             print(f"{'clients':>7} {'requests':>8} {'errors':>6} {'at max':>6} {'tokens/s':>9} {'lat p50':>8} "
@@ -355,7 +356,7 @@ def main() -> None:
         print(f"peak GPU memory reserved by the server's allocator (any level): "
               f"{max(lv['peak_gpu_reserved_mib'] for lv in levels):.0f} MiB")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"device": args.device, "gpu": report["gpu"], "cpu": cpu_model(),
+    args.out.write_text(json.dumps({"device": args.device, "gpu": report["gpu"], "cpu": cpu_name(),
                                     "served_on": report["device"], "dtype": report["dtype"], "model": info,
                                     "max_tokens": tokens, "levels": levels}, indent=2))
     print(f"figures: {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")

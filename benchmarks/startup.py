@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 CASES = {
     "llmops --help": ["-m", "llmops.cli", "--help"],
@@ -69,13 +71,6 @@ def measure(trees: dict[str, Path], runs: int) -> dict[str, dict[str, float]]:
     return {label: {name: statistics.median(v) for name, v in per.items()} for label, per in times.items()}
 
 
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return "unknown"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "unknown")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -93,7 +88,7 @@ def main() -> None:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], check=False)
     before, after = medians["before"], medians["after"]
 
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}; "
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}; "
           f"median of {opts.runs} runs; Python {sys.version.split()[0]}")
     print(f"{'command':18} {'before (' + opts.baseline + ')':>18} {'after':>10} {'speed-up':>9}")
     for name in CASES:
