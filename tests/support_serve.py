@@ -20,7 +20,8 @@ from typing import Any, Iterator
 
 from model_support import make_adapter
 
-__all__ = ["Served", "build_served_ws", "make_adapter", "push_adapter", "push_chains", "serve_ws", "write_file"]
+__all__ = ["Served", "build_served_ws", "make_adapter", "push_adapter", "push_chains", "serve_ws", "serving",
+           "write_file"]
 
 
 class Served(str):
@@ -35,33 +36,42 @@ class Served(str):
 
 
 @contextmanager
-def serve_ws(ws: Any, settings: Any = None, **overrides: Any) -> Iterator[Served]:
+def serving(app: Any, *, lifespan: str = "off", start_timeout: float = 30) -> Iterator[str]:
+    """Any ASGI `app` served by a real uvicorn on a free loopback port, in a thread; yields its base URL.
+    Leaving the block stops it and waits for its shutdown."""
     import uvicorn
 
-    from llmops.serve.app import create_app
-
-    app = create_app(ws, settings, **overrides)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 180  # the vllm backend starts its server before answering
+    deadline = time.monotonic() + start_timeout
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError(f"the test server on port {port} did not start")
         time.sleep(0.02)
-    served = Served(f"http://127.0.0.1:{port}")
-    served.app, served.server = app, app.state.server
     try:
-        yield served
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(60)
         sock.close()
+
+
+@contextmanager
+def serve_ws(ws: Any, settings: Any = None, **overrides: Any) -> Iterator[Served]:
+    from llmops.serve.app import create_app
+
+    app = create_app(ws, settings, **overrides)
+    # the vllm backend starts its upstream server before the app answers
+    with serving(app, lifespan="on", start_timeout=180) as url:
+        served = Served(url)
+        served.app, served.server = app, app.state.server
+        yield served
 
 
 # -- a workspace to serve: the tiny Llama as `model/tiny`, two real PEFT adapters, two chains ---------------

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
-import threading
-import time
-from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -21,28 +17,7 @@ from llmops.errors import NotFound
 from llmops.serve.keys import authenticate, covers, create_key, list_keys, require_key, revoke_key
 from llmops.store import migrate
 from llmops.store.schema import ApiKeyRow
-
-
-@contextmanager
-def serving(app):
-    """`app` served by a real uvicorn on a free loopback port, in a thread; yields its base URL."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+from support_serve import serving
 
 
 def keyed_app(ws, settings=None):

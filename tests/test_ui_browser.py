@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
-import threading
-import time
 
 import pytest
 
 import llmops
+from support_serve import serving
 from ui_support import build
 
 CHROMIUM = "/usr/bin/chromium"
@@ -35,24 +33,10 @@ def built(tmp_path_factory, tiny_llm_dir):
 @pytest.fixture(scope="module")
 def server(built):
     """The UI (mounted at /ui, as `llmops ui` serves it) on a free loopback port, in a thread."""
-    import uvicorn
-
     from llmops.ui.app import standalone_app
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(standalone_app(built[0]), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the UI server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serving(standalone_app(built[0])) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
