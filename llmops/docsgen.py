@@ -89,7 +89,8 @@ def cli_reference() -> str:
         "# CLI reference", "",
         _help_text(root), "",
         "`llmops --help` and `llmops COMMAND --help` print the same text. Every error a user can cause is one "
-        "line on stderr, `error: …`, and exit status 2; `llmops eval run` also exits 1 when a gate fails. "
+        "line on stderr, `error: …`, and exit status 2; besides, `llmops eval run` exits 1 when a gate fails, "
+        "`llmops replay` exits 1 when the answer differs, and `llmops finetune run` exits 130 on Ctrl-C. "
         "The ideas behind the commands are in [concepts](concepts.md).", "",
         "## Global options", "",
         "They go before the command: `llmops -w DIR runs list`.", "",
