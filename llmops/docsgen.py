@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-__all__ = ["DOCS", "GENERATOR", "cli_reference", "http_reference", "main", "render_all", "slug", "stale", "write"]
+__all__ = ["DOCS", "GENERATOR", "PAGES", "cli_reference", "http_reference", "main", "render_all", "slug", "stale",
+           "write"]
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 GENERATOR = "python -m llmops.docsgen"

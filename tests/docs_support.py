@@ -2,7 +2,7 @@
 `make` targets that do not exist, and `llmops.X` names a Python example imports that do not exist.
 
     problems = check([REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
-    # ["docs/x.md:12: `llmops runs lst`: `llmops runs` has no command 'lst' (llmops runs list|search|show)", ...]
+    # ["docs/x.md:12: `llmops runs lst`: `llmops runs` has no command 'lst' (list|search|show)", ...]
 
 Each problem names the file, the line and what is wrong. Commands are read from shell-like code blocks
 (bash, sh, console, text, yaml, or no language) and from inline code that starts with `llmops `, `make `,
@@ -244,7 +244,7 @@ def check_commands(page: Page, root: Path = REPO) -> list[str]:
 
 # Python examples ------------------------------------------------------------------------------------------------
 def check_python_imports(page: Page, root: Path = REPO) -> list[str]:
-    """Every `import llmops.X` and `from llmops.X import Y` in a python block names a module and attribute that exist."""
+    """Every `import llmops.X` and `from llmops.X import Y` of a python block names a module and name that exist."""
     problems = []
     for block in page.blocks:
         if block.lang != "python":

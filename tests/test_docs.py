@@ -24,6 +24,13 @@ def test_generated_pages_are_current():
     assert not stale, f"{', '.join('docs/' + s for s in stale)} out of date: run `{docsgen.GENERATOR}` and commit"
 
 
+def test_generator_rewrites_only_what_changed(tmp_path):
+    assert sorted(p.name for p in docsgen.write(tmp_path)) == ["cli.md", "http-api.md"]
+    assert docsgen.stale(tmp_path) == [] and docsgen.write(tmp_path) == []
+    (tmp_path / "cli.md").write_text((tmp_path / "cli.md").read_text().replace("--json", "--as-json"))
+    assert docsgen.stale(tmp_path) == ["cli.md"]
+
+
 def test_every_docs_page_is_linked_from_the_readme():
     readme = (REPO / "README.md").read_text()
     missing = [p.name for p in sorted((REPO / "docs").glob("*.md")) if f"docs/{p.name}" not in readme]
