@@ -221,8 +221,8 @@ CASES = [  # (arguments after `-w WS`, what the error line must contain)
     (["rag", "tune", "kb", "--target", "nan"], "target"),
     (["rag", "tune", "kb", "--target", "2"], "target"),
     (["rag", "eval", "kb", "--queries", "{dir}", "--qrels", "{missing}"], "adir"),
-    (["quickstart", "--keep", "{afile}"], "afile"),
-    (["quickstart", "--keep", "{afile}/sub"], "afile"),
+    (["quickstart", "--dir", "{afile}"], "afile"),
+    (["quickstart", "--dir", "{afile}/sub"], "afile"),
 ]
 
 

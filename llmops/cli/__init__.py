@@ -108,11 +108,14 @@ def init():
 
 
 @app.command()
-def quickstart(keep: Optional[Path] = typer.Option(None, help="Run in this folder instead of a temporary one.")):
-    """Run the end-to-end tour on the embedded defaults."""
+def quickstart(fast: bool = typer.Option(False, "--fast", help="A few training steps and eval rows: the loop in "
+                                                                "a few minutes on a laptop CPU."),
+               dir: Optional[Path] = typer.Option(None, "--dir", help="Build the workspace in this new (or empty) "
+                                                                      "folder and keep it, instead of a temporary one.")):
+    """Run the whole loop on the embedded defaults: prompts, ingest, fine-tune, eval, gate, serve, lineage."""
     from llmops.quickstart import run_quickstart
 
-    run_quickstart(keep)
+    run_quickstart(dir, fast=fast)
 
 
 def _register() -> None:

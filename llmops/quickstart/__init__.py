@@ -1,9 +1,19 @@
-"""`llmops quickstart`: the end-to-end tour on the embedded defaults, in a temp folder (or --keep DIR).
+"""`llmops quickstart [--fast] [--dir DIR]`: the whole loop on the embedded defaults, step by step.
 
-It copies the example workspace (`prompts/`, `rag/`) of this repository, then: logs a run and shows
-lineage; pushes two versions of the `qa` prompt and diffs them; ingests the handbook with MiniLM into
-a FAISS index; answers a question with the `rag-qa` chain on SmolLM2 and traces the answer back to
-the exact versions that produced it.
+It copies this repository's example workspace (`prompts/`, `rag/`, `finetune/`, `evals/`) into a new
+folder (DIR, kept; else a temporary one, removed at the end), then:
+
+1. pushes two versions of the `qa` prompt and diffs them;
+2. ingests the handbook into a FAISS index, and re-ingests it unchanged (nothing published);
+3. trains the LoRA job `finetune/handbook-qa.yaml` (`--fast`: the same job cut to a few steps);
+4. runs the suite `evals/handbook-adapter.yaml`, the adapter against the base model on the held-out
+   questions (`--fast`: its first rows, shorter answers), and writes its reports;
+5. moves `adapter/handbook-qa@production` only if every gate passed (inside the eval run, which the
+   alias event records), and says which gates failed otherwise;
+6. starts `llmops serve` in the background and asks one question with the `openai` client: the tuned
+   chain when the adapter was promoted, else the base chain `rag-qa` (an unpromoted adapter is never
+   served: a bare adapter name would fall back to its latest version);
+7. posts feedback on the answer; 8. prints the answer's lineage; 9. prints the web UI's addresses.
 """
 
 from __future__ import annotations
@@ -11,97 +21,85 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from rich.console import Console
 
 from llmops.errors import ConfigError
-from llmops.lineage_view import render_tree
-from llmops.workspace import Workspace
+
+__all__ = ["check_dir", "example_workspace", "run_quickstart"]
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
-QA_V1 = HERE / "qa_v1.yaml"
-QUESTION = "How does llmops publish a new index version?"
+EXAMPLE_FOLDERS = ("prompts", "rag", "finetune", "evals")
 
 
 def example_workspace() -> Path:
-    """The repository's example workspace (prompts/, rag/), next to the package in a checkout."""
+    """The repository's example workspace, next to the package in a checkout."""
     root = HERE.parents[1]
-    if not (root / "prompts").is_dir() or not (root / "rag").is_dir():
-        raise ConfigError(f"the example workspace (prompts/, rag/) is not next to {HERE.parent}; "
-                          "run the quickstart from a checkout of the llmops repository")
+    missing = [f for f in EXAMPLE_FOLDERS if not (root / f).is_dir()]
+    if missing:
+        raise ConfigError(f"the example workspace ({', '.join(f + '/' for f in missing)}) is not next to "
+                          f"{HERE.parent}; run the quickstart from a checkout of the llmops repository")
     return root
 
 
-def _store_tour(ws: Workspace, console: Console) -> None:
-    console.rule("1. runs, assets and lineage")
-    data = ws.registry.push("dataset", "qa-train", {"format": "jsonl", "rows": 2},
-                            files={"train.jsonl": b'{"q": "What is llmops?", "a": "A workbench."}\n'
-                                                  b'{"q": "Where are runs kept?", "a": "In one store."}\n'},
-                            message="two rows to start")
-    ws.registry.set_alias("dataset/qa-train", "production", data.version, reason="quickstart")
-    with ws.start_run("quickstart-train", kind="custom") as run:
-        ds = ws.registry.get("dataset/qa-train@production")
-        run.log_params({"dataset": ds.ref, "epochs": 3})
-        for step, loss in enumerate([2.1, 1.4, 0.9]):
-            run.log_metric("loss", loss, step=step)
-        report = ws.registry.push("dataset", "qa-report", {"final_loss": 0.9, "from": ds.ref})
-    info = ws.get_run(run.id)
-    console.print(f"run {info.id[:12]} {info.status}: params={info.params} metrics={info.metrics}")
-    console.print(render_tree(ws.lineage(report.ref)))
+def check_dir(path: Path) -> Path:
+    """The absolute folder `--dir` names, if the quickstart may build its workspace there: a new folder or an
+    empty one. Refuses (ConfigError, nothing created) a file, a non-empty folder or an existing workspace."""
+    p = Path(path).expanduser().absolute()
+    if p.exists():
+        if not p.is_dir():
+            raise ConfigError(f"--dir {p} is a file, not a folder; give a new or empty folder")
+        if (p / ".llmops").exists():
+            raise ConfigError(f"--dir {p} already holds an llmops workspace; the quickstart builds a fresh one: "
+                              f"give a new folder, or browse this one with `llmops -w {p} ui`")
+        if any(p.iterdir()):
+            raise ConfigError(f"--dir {p} is not empty; give a new or empty folder (the quickstart copies the "
+                              "example workspace into it)")
+        return p
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--dir {p}: {parent} is a file, not a folder; give a path under a folder")
+    return p
 
 
-def _prompts_tour(ws: Workspace, console: Console) -> None:
-    from llmops.prompts import render_diff
+def run_quickstart(directory: Path | None = None, *, fast: bool = False, console: Console | None = None) -> None:
+    """Run the loop (see the module docstring) in `directory` (kept) or a temporary folder (removed)."""
+    from llmops.quickstart import steps
+    from llmops.workspace import Workspace
 
-    console.rule("2. prompts: two versions and their diff")
-    v1 = ws.prompts.push_folder([QA_V1], message="first draft")
-    pushed = ws.prompts.push_folder(ws.root / "prompts", message="quickstart")
-    console.print("pushed " + ", ".join(v.ref for v in v1 + pushed))
-    ws.prompts.set_alias("qa", "production", 2, reason="quickstart")
-    console.print(render_diff(ws.prompts.diff("qa@1", "qa@2"), "text"), markup=False, highlight=False)
-
-
-def _rag_tour(ws: Workspace, console: Console):
-    console.rule("3. ingest the handbook (MiniLM embeddings, FAISS index)")
-    result = ws.rag.ingest(ws.root / "rag" / "handbook.yaml", progress=True)
-    console.print(f"{result.ref}: {result.counts} in {result.seconds:.1f} s")
-    ws.registry.set_alias("index/handbook", "production", result.version, reason="quickstart")
-    again = ws.rag.ingest(ws.root / "rag" / "handbook.yaml")
-    console.print(f"re-ingest with nothing changed: published={again.published} "
-                  f"(still {again.ref}), embedded {again.counts.get('embedded', 0)} chunks")
-    return result
-
-
-def _chain_tour(ws: Workspace, console: Console) -> None:
-    console.rule("4. answer with the rag-qa chain on SmolLM2")
-    chain = ws.chains.load("rag-qa")
-    console.print(f"loaded {chain.ref}, pinned: {', '.join(chain.versions)}")
-    result = chain.invoke_traced(chain.coerce_inputs({"question": QUESTION}))
-    console.print(f"[bold]Q:[/bold] {QUESTION}")
-    console.print(f"[bold]A:[/bold] {result.output}", highlight=False)
-    for step, docs in result.retrieved.items():
-        console.print(f"chunks used by step '{step}':")
-        for doc in docs:
-            console.print(f"  {doc['score']:.3f}  {doc['index']}  {doc['source']}#{doc['seq']}  {doc['text'][:60]!r}",
-                          highlight=False)
-    console.print(f"latency ms: {result.steps}  tokens: {result.tokens}")
-    console.print(render_tree(ws.lineage(result.run_id)))
-
-
-def run_quickstart(keep: Path | None = None) -> None:
-    console = Console()
+    started = time.perf_counter()
+    console = console or Console()
     source = example_workspace()
+    target = check_dir(directory) if directory is not None else None
     with tempfile.TemporaryDirectory(prefix="llmops-quickstart-") as tmp:
-        root = Path(keep) if keep else Path(tmp)
+        root = target or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        for folder in ("prompts", "rag"):
+        for folder in EXAMPLE_FOLDERS:
             shutil.copytree(source / folder, root / folder, dirs_exist_ok=True)
-        ws = Workspace(root)
-        console.print(f"workspace: {ws.root}")
-        _store_tour(ws, console)
-        _prompts_tour(ws, console)
-        _rag_tour(ws, console)
-        _chain_tour(ws, console)
-        ws.close()
+        with Workspace(root) as ws:
+            console.print(f"workspace: {ws.root}" + (" (kept)" if target else " (temporary)")
+                          + (" --fast" if fast else ""))
+            took: dict[str, float] = {}
+
+            def timed(name: str, step, *args):
+                start = time.perf_counter()
+                try:
+                    return step(*args)
+                finally:
+                    took[name] = time.perf_counter() - start
+
+            timed("prompts", steps.prompts, ws, console)
+            timed("ingest", steps.ingest, ws, console)
+            job = timed("finetune", steps.finetune, ws, console, fast)
+            result, _ = timed("eval", steps.evaluate, ws, console, job.adapter, fast)
+            promoted = steps.gate(ws, console, result, job.adapter, fast)
+            answer, _ = timed("serve", steps.serve_and_ask, ws, console, promoted)
+            timed("lineage", steps.lineage, ws, console, answer, job.adapter)
+            steps.addresses(console, ws.root, result["run_id"], answer.run_id, kept=target is not None)
+            console.print(f"done in {time.perf_counter() - started:.0f} s: "
+                          + ", ".join(f"{k} {v:.0f} s" for k, v in took.items()), highlight=False)
