@@ -112,8 +112,8 @@ def fast_suite(suite: Any, rows: int = FAST_ROWS, max_tokens: int = FAST_MAX_TOK
     fields); its gates, metrics, baseline and bootstrap stay as committed."""
     from llmops.digests import sha256_json
 
-    spec = suite.spec.model_copy(update={"limit": rows,
-                                         "generation": suite.spec.generation.model_copy(update={"max_tokens": max_tokens})})
+    generation = suite.spec.generation.model_copy(update={"max_tokens": max_tokens})
+    spec = suite.spec.model_copy(update={"limit": rows, "generation": generation})
     return replace(suite, spec=spec, digest=sha256_json(spec.model_dump(mode="json")))
 
 
