@@ -15,7 +15,8 @@ import math
 from dataclasses import dataclass
 from html import escape
 
-__all__ = ["Interval", "delta_chart", "delta_histogram", "finite", "fmt", "fmt_ci", "fmt_pct", "metric_chart"]
+__all__ = ["Interval", "delta_chart", "delta_histogram", "finite", "fmt", "fmt_ci", "fmt_pct", "metric_chart",
+           "svg_frame", "svg_text"]
 
 CANDIDATE = "#2563eb"
 BASELINE = "#9ca3af"
@@ -88,7 +89,8 @@ def fmt_pct(p: float | None) -> str:
     return "—" if p is None else f"{p * 100:.0f}%"
 
 
-def _svg(width: int, height: int, label: str, body: list[str], **data: str) -> str:
+def svg_frame(width: int, height: int, label: str, body: list[str], **data: str) -> str:
+    """An accessible <svg> around `body`: a title for screen readers, `data-*` attributes for tests."""
     attrs = "".join(f' data-{k}="{escape(v)}"' for k, v in data.items())
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -97,7 +99,8 @@ def _svg(width: int, height: int, label: str, body: list[str], **data: str) -> s
     )
 
 
-def _text(x: float, y: float, text: str, *, anchor: str = "start", fill: str = INK, bold: bool = False) -> str:
+def svg_text(x: float, y: float, text: str, *, anchor: str = "start", fill: str = INK, bold: bool = False) -> str:
+    """Escaped SVG text in the reports' font."""
     weight = ' font-weight="600"' if bold else ""
     return (
         f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" fill="{fill}" {FONT}{weight}>'
@@ -138,13 +141,13 @@ def metric_chart(
             f'<line x1="{x(tick):.1f}" y1="{top}" x2="{x(tick):.1f}" y2="{height - 18}" '
             f'stroke="{GRID}" stroke-width="1"/>'
         )
-        body.append(_text(x(tick), height - 5, fmt(tick, scale), anchor="middle", fill=NEUTRAL))
+        body.append(svg_text(x(tick), height - 5, fmt(tick, scale), anchor="middle", fill=NEUTRAL))
     for r, (label, iv, color) in enumerate(rows):
         y = top + r * row_h
-        body.append(_text(left - 8, y + 16, label, anchor="end"))
+        body.append(svg_text(left - 8, y + 16, label, anchor="end"))
         value, low, high = finite(iv.value), finite(iv.low), finite(iv.high)
         if value is None:
-            body.append(_text(left + 4, y + 16, f"n/a ({fmt(iv.value, scale)})", fill=WORSE))
+            body.append(svg_text(left + 4, y + 16, f"n/a ({fmt(iv.value, scale)})", fill=WORSE))
             continue
         body.append(
             f'<rect x="{left}" y="{y + 4}" width="{max(x(value) - left, 1):.1f}" height="{row_h - 10}" '
@@ -157,7 +160,7 @@ def metric_chart(
                 f'stroke="{INK}" stroke-width="1.5" fill="none"/>'
             )
         ci = f" [{fmt(low, scale)}, {fmt(high, scale)}]" if low is not None and high is not None else ""
-        body.append(_text(width - right + 6, y + 16, fmt(value, scale), bold=True))
+        body.append(svg_text(width - right + 6, y + 16, fmt(value, scale), bold=True))
         label_text = f"{name} {label}: {fmt(value, scale)}{ci}"
         body.append(f"<desc>{escape(label_text)}</desc>")
     if finite(minimum) is not None:
@@ -167,7 +170,7 @@ def metric_chart(
             f'stroke-width="1.5" stroke-dasharray="4 3"/>'
         )
         body.append(f"<desc>{escape(f'gate: minimum {fmt(minimum, scale)}')}</desc>")
-    return _svg(width, height, f"{name}: candidate against baseline", body, metric=name)
+    return svg_frame(width, height, f"{name}: candidate against baseline", body, metric=name)
 
 
 def delta_chart(rows: list[tuple[str, float | None, float | None, float | None, float]]) -> str:
@@ -188,16 +191,16 @@ def delta_chart(rows: list[tuple[str, float | None, float | None, float | None, 
 
     body = [
         f'<line x1="{x(0):.1f}" y1="{top - 2}" x2="{x(0):.1f}" y2="{height - 18}" stroke="{INK}" stroke-width="1"/>',
-        _text(x(-half), height - 5, "worse", fill=WORSE),
-        _text(x(half), height - 5, "better", anchor="end", fill=BETTER),
+        svg_text(x(-half), height - 5, "worse", fill=WORSE),
+        svg_text(x(half), height - 5, "better", anchor="end", fill=BETTER),
     ]
     for r, (name, delta, low, high, scale) in enumerate(rows):
         scale = finite(scale) or 1.0
         y = top + r * row_h + row_h / 2
-        body.append(_text(left - 8, y + 4, name, anchor="end"))
+        body.append(svg_text(left - 8, y + 4, name, anchor="end"))
         d, lo, hi = finite(delta), finite(low), finite(high)
         if d is None:
-            body.append(_text(x(0) + 6, y + 4, f"n/a ({fmt(delta, scale)})", fill=WORSE))
+            body.append(svg_text(x(0) + 6, y + 4, f"n/a ({fmt(delta, scale)})", fill=WORSE))
             continue
         color = BETTER if lo is not None and lo > 0 else WORSE if hi is not None and hi < 0 else NEUTRAL
         if lo is not None and hi is not None:
@@ -207,8 +210,8 @@ def delta_chart(rows: list[tuple[str, float | None, float | None, float | None, 
             )
         body.append(f'<circle cx="{x(d / scale):.1f}" cy="{y}" r="4.5" fill="{color}"/>')
         ci = f" [{fmt(lo, scale, signed=True)}, {fmt(hi, scale, signed=True)}]" if lo is not None and hi is not None else ""
-        body.append(_text(width - right + 8, y + 4, fmt(d, scale, signed=True) + ci, fill=color))
-    return _svg(width, height, "Change per metric, candidate minus baseline", body, chart="deltas")
+        body.append(svg_text(width - right + 8, y + 4, fmt(d, scale, signed=True) + ci, fill=color))
+    return svg_frame(width, height, "Change per metric, candidate minus baseline", body, chart="deltas")
 
 
 def delta_histogram(changes: list[float | None], scale: float, metric: str, bins: int = 21) -> str:
@@ -229,8 +232,8 @@ def delta_histogram(changes: list[float | None], scale: float, metric: str, bins
     body = [
         f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="{INK}"/>',
         f'<line x1="{left + plot_w / 2}" y1="{top}" x2="{left + plot_w / 2}" y2="{top + plot_h}" stroke="{GRID}"/>',
-        _text(left - 6, top + 10, str(peak), anchor="end", fill=NEUTRAL),
-        _text(left - 6, top + plot_h, "0", anchor="end", fill=NEUTRAL),
+        svg_text(left - 6, top + 10, str(peak), anchor="end", fill=NEUTRAL),
+        svg_text(left - 6, top + plot_h, "0", anchor="end", fill=NEUTRAL),
     ]
     for i, n in enumerate(counts):
         mid_share = (i + 0.5) / bins * 2 - 1
@@ -242,8 +245,8 @@ def delta_histogram(changes: list[float | None], scale: float, metric: str, bins
         )
     for share in (-1, -0.5, 0, 0.5, 1):
         body.append(
-            _text(left + plot_w * (share + 1) / 2, height - 6, fmt(share * scale, scale, signed=True), anchor="middle",
+            svg_text(left + plot_w * (share + 1) / 2, height - 6, fmt(share * scale, scale, signed=True), anchor="middle",
                   fill=NEUTRAL)
         )
     label = f"Per-example change in {metric} ({len(values)} examples)"
-    return _svg(width, height, label, body, chart="histogram", metric=metric)
+    return svg_frame(width, height, label, body, chart="histogram", metric=metric)

@@ -25,7 +25,7 @@ from llmops.errors import SpecError
 from llmops.evals.charts import Interval, delta_chart, delta_histogram, finite, fmt, fmt_ci, fmt_pct, metric_chart
 from llmops.jsonable import json_safe
 
-__all__ = ["FORMAT", "render_comparison", "render_reports"]
+__all__ = ["FORMAT", "render_comparison", "render_html", "render_reports"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,11 @@ class View:
     @property
     def scale(self) -> dict[str, float]:
         return {m.name: m.scale for m in self.metrics}
+
+
+def render_html(result: dict[str, Any]) -> str:
+    """The self-contained HTML report of one stored eval result (report.html; the web UI's eval page)."""
+    return html(_view(_check(result, "result"), mode="run"))
 
 
 def render_reports(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:

@@ -20,9 +20,9 @@ MAX_DELTA_EXAMPLES = 5000  # a paired bootstrap over more rows than this is left
 
 def report_html(result: dict) -> str:
     """The eval report page of a stored result (what `write_reports` writes as report.html)."""
-    from llmops.evals.report import _check, _view, html
+    from llmops.evals.report import render_html
 
-    return html(_view(_check(result, "result"), mode="run"))
+    return render_html(result)
 
 
 def _passed(run: Any) -> bool | None:

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from html import escape
 
-from llmops.evals.charts import FONT, GRID, INK, NEUTRAL, _svg, _text
+from llmops.evals.charts import FONT, GRID, INK, NEUTRAL, svg_frame, svg_text
 
 __all__ = ["PALETTE", "Node", "bar_chart", "graph", "line_chart"]
 
@@ -55,8 +55,8 @@ def line_chart(name: str, series: list[tuple[str, list[tuple[float, float]]]], *
     pw, ph = width - left - right, height - top - bottom
     body: list[str] = []
     if not pts:
-        body.append(_text(width / 2, height / 2, "no finite values", anchor="middle", fill=NEUTRAL))
-        return _svg(width, height, f"{name} against {x_label}", body, metric=name)
+        body.append(svg_text(width / 2, height / 2, "no finite values", anchor="middle", fill=NEUTRAL))
+        return svg_frame(width, height, f"{name} against {x_label}", body, metric=name)
     x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
     y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
     if x1 == x0:
@@ -73,12 +73,12 @@ def line_chart(name: str, series: list[tuple[str, list[tuple[float, float]]]], *
 
     for t in _nice(y0, y1):
         body.append(f'<line x1="{left}" y1="{sy(t):.1f}" x2="{width - right}" y2="{sy(t):.1f}" stroke="{GRID}"/>')
-        body.append(_text(left - 6, sy(t) + 4, _num(t), anchor="end", fill=NEUTRAL))
+        body.append(svg_text(left - 6, sy(t) + 4, _num(t), anchor="end", fill=NEUTRAL))
     for t in _nice(x0, x1):
         body.append(f'<line x1="{sx(t):.1f}" y1="{top}" x2="{sx(t):.1f}" y2="{top + ph}" stroke="{GRID}"/>')
-        body.append(_text(sx(t), top + ph + 15, _num(t), anchor="middle", fill=NEUTRAL))
+        body.append(svg_text(sx(t), top + ph + 15, _num(t), anchor="middle", fill=NEUTRAL))
     body.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="{NEUTRAL}" stroke-width="0.6"/>')
-    body.append(_text(left + pw / 2, top + ph + 30, x_label, anchor="middle", fill=NEUTRAL))
+    body.append(svg_text(left + pw / 2, top + ph + 30, x_label, anchor="middle", fill=NEUTRAL))
     for i, (label, s) in enumerate(series):
         color = PALETTE[i % len(PALETTE)]
         good = [(x, y) for x, y in s if math.isfinite(x) and math.isfinite(y)]
@@ -92,8 +92,8 @@ def line_chart(name: str, series: list[tuple[str, list[tuple[float, float]]]], *
         if len(series) > 1:
             lx, ly = left + (i % 3) * (pw / 3), height - bottom + 44 + 16 * (i // 3)
             body.append(f'<rect x="{lx:.1f}" y="{ly - 9:.1f}" width="10" height="10" fill="{color}"/>')
-            body.append(_text(lx + 14, ly, label[:28]))
-    return _svg(width, height, f"{name} against {x_label}", body, metric=name)
+            body.append(svg_text(lx + 14, ly, label[:28]))
+    return svg_frame(width, height, f"{name} against {x_label}", body, metric=name)
 
 
 def bar_chart(title: str, rows: list[tuple[str, float]], *, unit: str = "ms", width: int = 560) -> str:
@@ -104,11 +104,11 @@ def bar_chart(title: str, rows: list[tuple[str, float]], *, unit: str = "ms", wi
     body = []
     for i, (label, value) in enumerate(rows):
         y = top + i * row_h
-        body.append(_text(left - 8, y + 15, label[:24], anchor="end"))
+        body.append(svg_text(left - 8, y + 15, label[:24], anchor="end"))
         w = (width - left - right) * max(value, 0) / top_value if math.isfinite(value) else 0
         body.append(f'<rect x="{left}" y="{y + 4}" width="{max(w, 1):.1f}" height="{row_h - 8}" rx="2" fill="{PALETTE[0]}"/>')
-        body.append(_text(left + w + 6, y + 15, f"{_num(value)} {unit}", fill=INK))
-    return _svg(width, height, title, body)
+        body.append(svg_text(left + w + 6, y + 15, f"{_num(value)} {unit}", fill=INK))
+    return svg_frame(width, height, title, body)
 
 
 @dataclass
@@ -165,14 +165,14 @@ def graph(title: str, nodes: list[Node], edges: list[tuple[str, str, str]], *, u
         x, y = pos[n.id]
         box = (f'<rect x="{x:.1f}" y="{y:.1f}" width="{box_w}" height="{box_h}" rx="6" fill="{_FILL.get(n.kind, "#fff")}" '
                f'stroke="{_STROKE.get(n.kind, INK)}" stroke-width="{2 if n.kind == "root" else 1}"/>'
-               + _text(x + 8, y + 17, _clip(n.label, 30), bold=True) + _text(x + 8, y + 33, _clip(n.sub, 34), fill=NEUTRAL)
+               + svg_text(x + 8, y + 17, _clip(n.label, 30), bold=True) + svg_text(x + 8, y + 33, _clip(n.sub, 34), fill=NEUTRAL)
                + f"<title>{escape(n.label + (' — ' + n.sub if n.sub else ''))}</title>")
         if n.href:
             box = f'<a href="{escape(n.href)}" data-node="{escape(n.id)}">{box}</a>'
         else:
             box = f'<g data-node="{escape(n.id)}">{box}</g>'
         body.append(box)
-    return _svg(max(width, 240), max(height, 60), title, body)
+    return svg_frame(max(width, 240), max(height, 60), title, body)
 
 
 def _clip(text: str, n: int) -> str:
