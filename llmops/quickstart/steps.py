@@ -252,6 +252,6 @@ def addresses(console: Console, root: Path, eval_run: str, request_run: str, kep
     if not kept:
         console.print("this workspace is temporary and is removed now; run `llmops quickstart --dir DIR` to keep "
                       "it, then:")
-    console.print(f"llmops -w {root} ui        # then open {base}", highlight=False)
+    console.print(f"llmops -w {root if kept else 'DIR'} ui        # then open {base}", highlight=False)
     console.print(f"  eval report: {base}/evals/{eval_run}", highlight=False)
     console.print(f"  the request: {base}/requests/{request_run}", highlight=False)
