@@ -188,8 +188,11 @@ class Workspace:
             run.flush()
 
     def get_run(self, run_id: str) -> run_store.RunInfo:
+        """A run by id, unique prefix, or served response id (`chatcmpl-…`, `cmpl-…`: it names its request run)."""
+        from llmops.serve.tracing import run_id_of
+
         self._flush_live()
-        return run_store.get(self.engine, run_id, self.lost_after, time.time())
+        return run_store.get(self.engine, run_id_of(run_id), self.lost_after, time.time())
 
     def search_runs(self, filter: str | None = None, order_by: str | list[str] | None = None,
                     limit: int | None = None) -> list[run_store.RunInfo]:
@@ -199,7 +202,7 @@ class Workspace:
 
     # lineage ---------------------------------------------------------------------
     def lineage(self, node: str, depth: int | None = None) -> lineage_store.LineageGraph:
-        """Walk lineage edges up and down from a run id or an asset ref (`kind/name@N` or `@alias`)."""
+        """Walk lineage edges up and down from a run id (as `get_run` takes it) or an asset ref (`kind/name@N`)."""
         self._flush_live()
         if "/" in node:
             root = self.registry.get(node, record=False).ref

@@ -191,7 +191,7 @@ def test_keys_through_the_server_with_the_openai_client(tiny_llm_dir, tmp_path):
             client.chat.completions.create(model="tiny:qa-lora", messages=messages, max_tokens=2)
         base.app.state.tracer.flush()
     # the run records which key asked
-    assert ws.get_run(answer.id.removeprefix("chatcmpl-")).tags["api_key"] == "bot"
+    assert ws.get_run(answer.id).tags["api_key"] == "bot"
     ws.close()
 
 

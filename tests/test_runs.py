@@ -83,6 +83,8 @@ def test_get_run_by_prefix_and_unknown(store_ws):
     with store_ws.start_run("r") as run:
         pass
     assert store_ws.get_run(run.id[:16]).id == run.id
+    # a served answer's OpenAI id names its request run: `runs show`, lineage, feedback and replay take it
+    assert store_ws.get_run(f"chatcmpl-{run.id}").id == store_ws.get_run(f"cmpl-{run.id[:12]}").id == run.id
     with pytest.raises(RunNotFound, match="no run with id 'doesnotexist'") as info:
         store_ws.get_run("doesnotexist")
     assert "llmops" not in str(info.value)  # the store names no CLI command; the CLI adds the hint

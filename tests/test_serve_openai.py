@@ -242,7 +242,7 @@ def test_every_request_is_a_run_with_used_versions(base, client, served_ws):
     base.server.tracer.flush()
     used = {dst for src, rel, dst in served_ws.lineage(resp.id.removeprefix("chatcmpl-")).upstream if rel == "used"}
     assert {"chain/ask@1", "prompt/ask@1", "model/tiny@1"} <= used
-    assert json.loads(served_ws.get_run(resp.id.removeprefix("chatcmpl-")).tags["request"])["model"] == "chain/ask"
+    assert json.loads(served_ws.get_run(resp.id).tags["request"])["model"] == "chain/ask"
 
 
 def test_an_adapter_loaded_at_run_time_is_a_model_name(base, client, served_ws, tiny_llm_dir, monkeypatch):

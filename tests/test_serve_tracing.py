@@ -183,7 +183,7 @@ def test_concurrent_requests_through_the_server_are_all_runs_with_their_usage(ti
         assert base.app.state.tracer.flush(timeout=60)
     for run_id, answer in answers:
         assert answer["id"] == f"chatcmpl-{run_id}"
-        run = ws.get_run(answer["id"].removeprefix("chatcmpl-"))
+        run = ws.get_run(answer["id"])
         assert (run.kind, run.status, run.tags["response"]) == ("request", "finished", answer["choices"][0]["message"]["content"])
         assert run.metrics["tokens.completion"] == answer["usage"]["completion_tokens"]
         assert run.metrics["tokens.prompt"] == answer["usage"]["prompt_tokens"] and run.metrics["latency_ms.total"] > 0

@@ -73,7 +73,8 @@ def runs_search(filter: str = typer.Argument(..., help="e.g. \"metrics.acc > 0.9
 
 
 @runs_app.command("show")
-def runs_show(run_id: str = typer.Argument(..., help="A run id or a unique prefix of at least 6 characters.")):
+def runs_show(run_id: str = typer.Argument(..., help="A run id, a unique prefix of at least 6 characters, "
+                                                    "or a served answer's id (chatcmpl-…).")):
     """Show one run as JSON: params, latest metrics, tags, artifacts."""
     echo_json(workspace().get_run(run_id).to_dict())
 
@@ -162,9 +163,6 @@ def lineage(node: str = typer.Argument(..., help="A run id (or unique prefix), a
             as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Walk lineage from a run or a version: what went into it, and what was made from it."""
     from llmops.lineage_view import render_tree
-    from llmops.serve.tracing import run_id_of
-
-    node = run_id_of(node)  # a served answer's id (chatcmpl-…, cmpl-…) names its request run
     if depth is not None and depth < 0:
         raise InvalidValue(f"--depth {depth} is not allowed: give 0 or more hops (or leave it out for all)")
     graph = workspace().lineage(node, depth=depth)

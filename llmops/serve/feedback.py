@@ -28,7 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import insert, select
 
 from llmops.errors import InvalidValue, LLMOpsError, RunNotFound
-from llmops.serve.tracing import run_id_of
 from llmops.store.engine import read, write
 from llmops.store.schema import FeedbackRow
 from llmops.store.values import MAX_TEXT, check_text
@@ -102,7 +101,7 @@ def add_feedback(ws: "Workspace", some_id: str, score: float, *, comment: str | 
     from llmops.store.registry import who
 
     body = FeedbackIn(id=some_id, score=score, comment=comment, correction=correction)
-    run = ws.get_run(run_id_of(body.id))
+    run = ws.get_run(body.id)
     asked = run.params.get("model") or (f"chain/{run.name}" if run.kind == "chain" else None)
     if key is not None and not key.covers(asked):
         raise PermissionError(f"API key {key.name!r} may not rate answers of {asked!r} (its scopes: "
@@ -119,7 +118,7 @@ def list_feedback(ws: "Workspace", run_id: str | None = None) -> list[Feedback]:
     """Feedback, oldest first; only a run's when `run_id` (or a response id) is given."""
     stmt = select(FeedbackRow).order_by(FeedbackRow.created_at, FeedbackRow.id)
     if run_id is not None:
-        stmt = stmt.where(FeedbackRow.run_id == ws.get_run(run_id_of(run_id)).id)
+        stmt = stmt.where(FeedbackRow.run_id == ws.get_run(run_id).id)
     with read(ws.engine) as conn:
         return [_feedback(r) for r in conn.execute(stmt)]
 

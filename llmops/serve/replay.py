@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llmops.errors import LLMOpsError
-from llmops.serve.tracing import RUN_KIND, run_id_of
+from llmops.serve.tracing import RUN_KIND
 
 if TYPE_CHECKING:
     from llmops.workspace import Workspace
@@ -117,7 +117,7 @@ def _used(ws: "Workspace", run_id: str) -> list[str]:
 
 def replay(ws: "Workspace", some_id: str) -> ReplayResult:
     """Re-run the request a response id or run id names; LLMOpsError (RunNotFound for an unknown id) says why not."""
-    run = ws.get_run(run_id_of(some_id))
+    run = ws.get_run(some_id)
     if run.kind != RUN_KIND:
         raise LLMOpsError(f"run {run.id} is a {run.kind!r} run, not a served request; replay re-runs requests "
                             "(their ids start with chatcmpl- or cmpl-, or show as kind 'request' in `llmops runs list`)")

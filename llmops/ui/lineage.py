@@ -45,10 +45,7 @@ def router(ui: UI) -> APIRouter:
     @r.get("/lineage/{node:path}", response_class=HTMLResponse)
     def show(request: Request, node: str, depth: str = "3", budget: str = "60") -> HTMLResponse:
         d, b = _int(depth, "depth", 1, MAX_DEPTH), _int(budget, "budget", 1, MAX_BUDGET)
-        text = node.strip()
-        for prefix in ("chatcmpl-", "cmpl-"):  # a served response's id names its run
-            if text.startswith(prefix):
-                text = text[len(prefix):]
+        text = node.strip()  # a run id, a served response's id (chatcmpl-…) or a version ref
         root = ws.registry.get(text, record=False).ref if "/" in text else ws.get_run(text).id
         g = queries.lineage(ws, root, depth=d, budget=b)
         base = ui.base(request)
