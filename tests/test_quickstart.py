@@ -119,8 +119,8 @@ def test_quickstart_fast_runs_the_whole_loop(tmp_path):
     out = r.stdout
     for expected in ["1. prompts", "pushed prompt/qa@1, prompt/qa@2", "qa@1 -> qa@2",
                      "2. ingest", "index/handbook@1", "published=False (still index/handbook@1)",
-                     "3. fine-tune", "trained adapter/handbook-qa@1: 3 steps",
-                     "4. evaluate", "against chain/rag-qa@1 on 6 rows",
+                     "3. fine-tune", f"trained adapter/handbook-qa@1: {steps.FAST_STEPS} steps",
+                     "4. evaluate", f"against chain/rag-qa@1 on {steps.FAST_ROWS} rows",
                      "5. promotion gate", "rougeL improvement >= 0.01", "decision: ",
                      "6. serve", "7. feedback", "POST /v1/feedback -> 200", "8. lineage", "9. explore",
                      f"llmops -w {root} ui"]:
