@@ -21,7 +21,6 @@ import functools
 import logging
 import math
 import shutil
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,6 +262,8 @@ def _lora(job: Any, base: BaseModelHandle, report: CheckReport) -> Any:
     """Check the target modules, then count parameters on a PEFT model built on the meta device."""
     from peft import get_peft_model
 
+    from llmops.models.transformers_backend import peft_quiet
+
     spec = job.spec
     skeleton = _skeleton(base.config)
     names = _module_names(skeleton)
@@ -282,8 +283,7 @@ def _lora(job: Any, base: BaseModelHandle, report: CheckReport) -> Any:
                                             f"has {depth} layers", fix=f"use indices 0 to {depth - 1}"))
         return None
     try:
-        with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in 5.x: noise for users
-            warnings.simplefilter("ignore", FutureWarning)
+        with peft_quiet():
             peft_model = get_peft_model(skeleton, lora_config(spec))
     except (ValueError, TypeError, RuntimeError) as exc:
         report.add(job.error("lora", f"PEFT cannot build this adapter on {spec.base_model}: {exc}"))

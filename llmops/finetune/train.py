@@ -21,7 +21,6 @@ import math
 import signal
 import threading
 import time
-import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterator, Sequence
@@ -242,6 +241,8 @@ class LoraTrainer:
         from peft import get_peft_model
         from transformers import get_scheduler
 
+        from llmops.models.transformers_backend import peft_quiet
+
         self.settings, self.device = settings, device
         self.dist = dist or Dist(device=device)
         # an example whose completion max_seq_len cut away entirely has no loss token: it teaches nothing
@@ -262,8 +263,7 @@ class LoraTrainer:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(settings.seed)  # the LoRA init (A random, B zero) follows the seed
-            with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in 5.x: noise for users
-                warnings.simplefilter("ignore", FutureWarning)
+            with peft_quiet():
                 self.peft_model = get_peft_model(model, lora).to(device)
         # Dropout draws from the trainer's own generator state, swapped in for each step, so that nothing
         # else in the process (another trainer, user code) shifts it, and a checkpoint can hold it.

@@ -22,7 +22,9 @@ import random
 import re
 import threading
 import time
+import warnings
 from collections import deque
+from contextlib import contextmanager
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,7 @@ from llmops.models.protocol import Backend, FinishReason, Generation, Generation
 from llmops.models.sources import DEFAULT_MODEL, ModelSource, resolve_source
 from llmops.models.stops import cut_at_stop, emittable
 
-__all__ = ["Decoder", "Row", "TransformersBackend", "TransformersSpec", "clear_model_cache", "resolve_device"]
+__all__ = ["Decoder", "Row", "TransformersBackend", "TransformersSpec", "clear_model_cache", "peft_quiet", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,15 @@ def _save_converted(model: Any, tokenizer: Any, target: Path) -> None:
             model.config.quantization_config = qconfig
 
 
+
+@contextmanager
+def peft_quiet():
+    """PEFT calls `is_gradient_checkpointing`, which transformers 5 deprecates: a FutureWarning on every
+    adapter built or loaded that users can do nothing about. Silence that one warning, nothing else."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        yield
+
 def _load(source: ModelSource, adapter_path: str | None, device: str = "cpu") -> _Loaded:
     base = _load_base(source, device)
     if adapter_path is None:
@@ -193,7 +204,8 @@ def _load(source: ModelSource, adapter_path: str | None, device: str = "cpu") ->
     started = time.perf_counter()
     # PEFT injects layers in place, so wrap a copy: the cached base stays clean for other users.
     try:
-        peft_model = PeftModel.from_pretrained(copy.deepcopy(base.model), str(adapter), local_files_only=True)
+        with peft_quiet():
+            peft_model = PeftModel.from_pretrained(copy.deepcopy(base.model), str(adapter), local_files_only=True)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise BackendError(f"cannot apply the adapter in {adapter} to {source.model_id}: {exc}") from exc
     # Merging folds the low-rank update into the weights: same outputs, no per-token adapter cost.
