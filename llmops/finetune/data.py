@@ -265,6 +265,7 @@ class _Renderer:
         self.job, self.fmt, self.label = job, fmt, label
         self.prompt = self.index = None
         self.needed: dict[str, str] = {}        # record field -> why it is needed
+        self._hits: dict[str, list] = {}        # query -> hits, searched in batches by `prefetch`
         spec = job.spec
         if fmt != "template":
             return
@@ -307,6 +308,16 @@ class _Renderer:
 
     def __call__(self, line: int, record: dict) -> tuple[Any, str]:
         return getattr(self, f"_{self.fmt}")(line, record)
+
+    def prefetch(self, rows: list[tuple[int, dict]]) -> None:
+        """Search every record's retrieval query in one batch: one MiniLM call per record cost minutes."""
+        if self.index is None:
+            return
+        r = self.job.spec.retrieval
+        queries = {q for _, rec in rows if isinstance(q := rec.get(r.query), str) and q.strip()}
+        queries = sorted(queries - self._hits.keys())
+        if queries:
+            self._hits.update(zip(queries, self.index.search_many(queries, k=r.k)))
 
     def _text(self, line: int, record: dict, name: str) -> str:
         if name not in record:
@@ -386,7 +397,7 @@ class _Renderer:
             r = spec.retrieval
             query = self._text(line, record, r.query)
             # the retrieve step's search, without its per-call run tags: the same vectors and hits
-            hits = self.index.search_vectors(self.index.embedder.encode([query]), k=r.k)[0]
+            hits = self._hits.get(query) or self.index.search_vectors(self.index.embedder.encode([query]), k=r.k)[0]
             values[r.into] = [h.to_dict() for h in hits]
         try:
             rendered = self.prompt.render_vars(values)
@@ -454,6 +465,7 @@ def build_dataset(ws: Any, job: Any, tokenizer: Any) -> Dataset:
 
     def examples(src: DataSource, rows: list[tuple[int, dict]]) -> list[Example]:
         renderer.label = src.label
+        renderer.prefetch(rows)
         out, problems = [], []
         for line, record in rows:
             try:
