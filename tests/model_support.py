@@ -45,9 +45,12 @@ def make_adapter(tiny_llm_dir: Path, folder: Path, seed: int = 1) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from llmops.models.transformers_backend import peft_quiet
+
     torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
-    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                 init_lora_weights=False))
+    with peft_quiet():
+        peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                     init_lora_weights=False))
     peft_model.save_pretrained(folder)
     return folder

@@ -63,8 +63,11 @@ def test_a_good_job_reports_the_figures_training_needs(tws, tiny_llm_dir):
     assert report.ok and report.errors == [] and report.device == "cpu"
     f = report.to_dict()
     json.dumps(f, allow_nan=False)
-    real = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llm_dir),
-                          LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    from llmops.models.transformers_backend import peft_quiet
+
+    with peft_quiet():
+        real = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llm_dir),
+                              LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
     assert (f["params"]["trainable"], f["params"]["total"]) == real.get_nb_trainable_parameters()
     assert f["data"]["records"] == 20 and f["data"]["train"] == 18 and f["data"]["validation"] == 2
     assert sum(b["count"] for b in f["data"]["histogram"]) == 20 and f["data"]["truncated"] == 0

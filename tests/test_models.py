@@ -498,9 +498,12 @@ def test_smollm2_takes_a_peft_adapter_saved_from_it(smollm2, tmp_path):
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from llmops.models.transformers_backend import peft_quiet
+
     torch.manual_seed(0)
-    peft_model = get_peft_model(copy.deepcopy(smollm2.model), LoraConfig(
-        r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    with peft_quiet():
+        peft_model = get_peft_model(copy.deepcopy(smollm2.model), LoraConfig(
+            r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     peft_model.save_pretrained(tmp_path / "lora")
     tuned = load_backend("smollm2", adapter_path=tmp_path / "lora")
     question = [{"role": "user", "content": "What is the capital of France?"}]
