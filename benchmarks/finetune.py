@@ -75,23 +75,14 @@ def smollm2_config() -> dict:
 def build_smollm2_shaped(folder: Path) -> dict:
     """SmolLM2's shapes with random weights, and a byte-level BPE tokenizer trained on the handbook text."""
     import torch
-    from tokenizers import Tokenizer, decoders, models as tok_models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from model_support import CHAT_TEMPLATE
+    from model_support import chat_tokenizer, train_bpe
 
     values = smollm2_config()
     source = values.pop("source")
     texts = [json.loads(line)["passage"] for line in DATA.read_text().splitlines() if line.strip()]
-    tok = Tokenizer(tok_models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=8192, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                        unk_token="<|endoftext|>", pad_token="<|endoftext|>")
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer = chat_tokenizer(train_bpe(texts, vocab_size=8192))
     torch.manual_seed(0)
     config = LlamaConfig(**values, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)

@@ -96,20 +96,13 @@ def local_tokenizer() -> Any:
     """
     from itertools import product
 
-    from tokenizers import Tokenizer, decoders, models as tok_models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer
 
-    from model_support import CHAT_TEMPLATE
+    from model_support import chat_tokenizer, train_bpe
 
     data = ROOT / "evals" / "data" / "handbook_qa.train.jsonl"
     texts = [json.loads(line)["passage"] for line in data.read_text().splitlines() if line.strip()]
-    tok = Tokenizer(tok_models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=8192, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    state = json.loads(tok.to_str())
+    state = json.loads(train_bpe(texts, vocab_size=8192).to_str())
     vocab = state["model"]["vocab"]
     letters = "abcdefghijklmnopqrstuvwxyz"
     fillers = ("Ġ" * space + "".join(chars) for n in (2, 3, 4) for space in (1, 0) for chars in product(letters, repeat=n))
@@ -117,11 +110,7 @@ def local_tokenizer() -> Any:
         if len(vocab) >= VOCAB:
             break
         vocab.setdefault(word, len(vocab))
-    tok = Tokenizer.from_str(json.dumps(state))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                        unk_token="<|endoftext|>", pad_token="<|endoftext|>")
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
+    return chat_tokenizer(Tokenizer.from_str(json.dumps(state)))
 
 
 def build_model(folder: Path, tiny: bool, dtype: str) -> dict[str, Any]:
